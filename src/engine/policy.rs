@@ -1,0 +1,169 @@
+//! Compiled policies: which rules apply to which models. Built from the
+//! configuration by [`crate::config`], used read-only by the engine.
+
+use globset::{Glob, GlobMatcher};
+
+use crate::model::Action;
+
+/// How samples are grouped before a detector looks at them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// Every `size` samples form one window (tumbling by count).
+    Count { size: usize },
+    /// Consecutive, non-overlapping event-time windows of `size_ms`,
+    /// aligned to the epoch.
+    Tumbling { size_ms: i64 },
+    /// Event-time windows of `size_ms` starting every `slide_ms`
+    /// (`slide_ms` < `size_ms`), aligned to the epoch.
+    Sliding { size_ms: i64, slide_ms: i64 },
+}
+
+/// How a window's samples are summarised into one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Mean,
+    /// 95th percentile (nearest rank).
+    P95,
+    Max,
+    Min,
+    Sum,
+    /// Number of samples in the window.
+    Count,
+    /// Share of samples that are non-zero: the error rate of a 0/1 stream
+    /// such as `inference_error`.
+    Rate,
+}
+
+impl Aggregate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Mean => "mean",
+            Aggregate::P95 => "p95",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+            Aggregate::Sum => "sum",
+            Aggregate::Count => "count",
+            Aggregate::Rate => "rate",
+        }
+    }
+}
+
+/// What counts as a breach of a window aggregate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DetectorSpec {
+    /// Breach when the aggregate is below `below` or above `above`
+    /// (either or both; both make a band the value must stay inside).
+    Threshold {
+        below: Option<f64>,
+        above: Option<f64>,
+    },
+}
+
+/// One rule of a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    pub name: String,
+    pub metric: String,
+    pub window: WindowSpec,
+    pub aggregate: Aggregate,
+    pub detector: DetectorSpec,
+    /// Consecutive breaching windows needed before the rule fires.
+    pub confirm: u32,
+    /// Event-time quiet period after the rule fires.
+    pub cooldown_ms: i64,
+    pub action: Action,
+}
+
+/// A set of rules for the models whose lineage matches a glob.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The glob on `project/name`, as written in the configuration.
+    pub pattern: String,
+    matcher: GlobMatcher,
+    pub rules: Vec<RuleSpec>,
+    /// Event time after which an unresolved request no longer blocks new ones.
+    pub request_timeout_ms: i64,
+}
+
+impl Policy {
+    /// Builds a policy; fails if `pattern` is not a valid glob.
+    pub fn new(
+        pattern: &str,
+        rules: Vec<RuleSpec>,
+        request_timeout_ms: i64,
+    ) -> Result<Self, globset::Error> {
+        let matcher = Glob::new(pattern)?.compile_matcher();
+        Ok(Policy {
+            pattern: pattern.to_owned(),
+            matcher,
+            rules,
+            request_timeout_ms,
+        })
+    }
+
+    pub fn matches(&self, lineage: &str) -> bool {
+        self.matcher.is_match(lineage)
+    }
+
+    /// Higher is more specific: a pattern without wildcards beats any glob,
+    /// then the one with more literal characters wins.
+    pub fn specificity(&self) -> (bool, usize) {
+        let wild = |c: char| matches!(c, '*' | '?' | '[' | ']' | '{' | '}');
+        let exact = !self.pattern.chars().any(wild);
+        let literal = self.pattern.chars().filter(|c| !wild(*c)).count();
+        (exact, literal)
+    }
+}
+
+/// All policies, ordered most specific first.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Orders `policies` by specificity; ties keep their configuration order.
+    pub fn new(mut policies: Vec<Policy>) -> Self {
+        policies.sort_by_key(|p| std::cmp::Reverse(p.specificity()));
+        PolicySet { policies }
+    }
+
+    /// The most specific policy matching `lineage` (`project/name`), if any.
+    /// A policy with `match = "*"` acts as the default.
+    pub fn for_lineage(&self, lineage: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.matches(lineage))
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(pattern: &str) -> Policy {
+        Policy::new(pattern, Vec::new(), 0).expect("valid glob")
+    }
+
+    #[test]
+    fn most_specific_policy_wins_and_star_is_the_default() {
+        let set = PolicySet::new(vec![
+            policy("*"),
+            policy("fraud/*"),
+            policy("fraud/scorer"),
+            policy("fraud/score*"),
+        ]);
+        assert_eq!(set.for_lineage("fraud/scorer").map(|p| p.pattern.as_str()), Some("fraud/scorer"));
+        assert_eq!(set.for_lineage("fraud/scorer2").map(|p| p.pattern.as_str()), Some("fraud/score*"));
+        assert_eq!(set.for_lineage("fraud/other").map(|p| p.pattern.as_str()), Some("fraud/*"));
+        assert_eq!(set.for_lineage("ads/ctr").map(|p| p.pattern.as_str()), Some("*"));
+    }
+
+    #[test]
+    fn without_a_default_unmatched_models_have_no_policy() {
+        let set = PolicySet::new(vec![policy("fraud/*")]);
+        assert!(set.for_lineage("ads/ctr").is_none());
+    }
+}
