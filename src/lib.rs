@@ -7,5 +7,12 @@
 
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod http;
+pub mod kafka;
 pub mod model;
+pub mod replay;
+pub mod service;
+pub mod simulator;
+pub mod telemetry;

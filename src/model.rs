@@ -133,9 +133,7 @@ impl MetricEvent {
 
 /// What the coordinator should do. Ordered by strength: when several rules
 /// fire at once, the strongest action wins.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Action {
     #[serde(rename = "FINE_TUNE", alias = "fine_tune")]
     FineTune,

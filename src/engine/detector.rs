@@ -60,13 +60,22 @@ mod tests {
         assert_eq!(band.evaluate(0.8), None, "the bound itself is acceptable");
         assert_eq!(
             band.evaluate(0.7),
-            Some(Breach { threshold: 0.8, direction: Direction::Below })
+            Some(Breach {
+                threshold: 0.8,
+                direction: Direction::Below
+            })
         );
         assert_eq!(
             band.evaluate(0.99),
-            Some(Breach { threshold: 0.95, direction: Direction::Above })
+            Some(Breach {
+                threshold: 0.95,
+                direction: Direction::Above
+            })
         );
-        let above_only = DetectorSpec::Threshold { below: None, above: Some(200.0) };
+        let above_only = DetectorSpec::Threshold {
+            below: None,
+            above: Some(200.0),
+        };
         assert_eq!(above_only.evaluate(-1e9), None);
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{MetricEvent, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
 use policy::{Policy, PolicySet, RuleSpec, WindowSpec};
-use state::{InFlight, ModelState, PartitionState, Resolution};
+use state::{InFlight, ModelState, PartitionState};
 use window::{Placement, WindowResult};
 
 /// Engine-wide limits.
@@ -62,7 +62,7 @@ impl SkipReason {
 pub enum EventOutcome {
     Applied {
         /// At most one request per event (the strongest action wins).
-        request: Option<RetrainRequest>,
+        request: Option<Box<RetrainRequest>>,
         /// The model is new to this partition.
         new_model: bool,
     },
@@ -74,8 +74,9 @@ pub enum EventOutcome {
 pub enum StatusOutcome {
     /// The model's in-flight request was updated (and, if terminal, resolved).
     Applied,
-    /// The request is not the one in flight; a terminal status is remembered.
-    Remembered,
+    /// The status is for a request that is not the one in flight (an old
+    /// request, or one this state has not issued yet).
+    NotInFlight,
     /// The model is not in this partition's state.
     UnknownModel,
 }
@@ -165,7 +166,10 @@ impl Engine {
             };
             offered += 1;
             closed.clear();
-            match rule.window.push(event.timestamp, value, spec.aggregate, &mut closed) {
+            match rule
+                .window
+                .push(event.timestamp, value, spec.aggregate, &mut closed)
+            {
                 Placement::Accepted => {}
                 Placement::TooLate | Placement::Overflow => late += 1,
             }
@@ -188,7 +192,11 @@ impl Engine {
         }
         model.counters.events_applied += 1;
         model.counters.late_samples += late as u64;
-        model.last_event_at = Some(model.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        model.last_event_at = Some(
+            model
+                .last_event_at
+                .map_or(event.timestamp, |t| t.max(event.timestamp)),
+        );
 
         let request = if candidates.is_empty() {
             None
@@ -196,7 +204,12 @@ impl Engine {
             model.counters.suppressed_while_in_flight += 1;
             None
         } else {
-            Some(self.fire(model, policy, &event.model, &candidates))
+            Some(Box::new(self.fire(
+                model,
+                policy,
+                &event.model,
+                &candidates,
+            )))
         };
         EventOutcome::Applied { request, new_model }
     }
@@ -219,8 +232,15 @@ impl Engine {
             })
             .unwrap_or(&candidates[0]);
         let spec = &policy.rules[primary.rule];
-        let triggered_at = candidates.iter().map(|c| c.window.end).max().unwrap_or(primary.window.end);
-        let mut fired: Vec<&str> = candidates.iter().map(|c| policy.rules[c.rule].name.as_str()).collect();
+        let triggered_at = candidates
+            .iter()
+            .map(|c| c.window.end)
+            .max()
+            .unwrap_or(primary.window.end);
+        let mut fired: Vec<&str> = candidates
+            .iter()
+            .map(|c| policy.rules[c.rule].name.as_str())
+            .collect();
         fired.sort_unstable();
         fired.dedup();
 
@@ -254,7 +274,11 @@ impl Engine {
         for c in candidates {
             let rule = &mut model.rules[c.rule];
             rule.consecutive = 0;
-            rule.cooldown_until = Some(c.window.end.saturating_add(policy.rules[c.rule].cooldown_ms));
+            rule.cooldown_until = Some(
+                c.window
+                    .end
+                    .saturating_add(policy.rules[c.rule].cooldown_ms),
+            );
         }
         model.counters.requests += 1;
         model.in_flight = Some(InFlight {
@@ -263,10 +287,6 @@ impl Engine {
             issued_at: triggered_at,
             last_status: None,
         });
-        // A status for this very request may already have arrived (rebuild).
-        if let Some(resolution) = model.take_resolution(&request_id) {
-            self.resolve(model, resolution.status, resolution.new_version);
-        }
         RetrainRequest {
             request_id,
             model: model_ref,
@@ -296,14 +316,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|f| f.request_id == status.request_id);
         if !matches {
-            if status.status.is_terminal() {
-                model.remember_resolution(Resolution {
-                    request_id: status.request_id.clone(),
-                    status: status.status,
-                    new_version: status.new_version.clone(),
-                });
-            }
-            return StatusOutcome::Remembered;
+            return StatusOutcome::NotInFlight;
         }
         if status.status.is_terminal() {
             self.resolve(model, status.status, status.new_version.clone());
@@ -355,7 +368,8 @@ fn reason(spec: &RuleSpec, c: &Candidate) -> String {
     let window = match spec.window {
         WindowSpec::Count { size } => format!("{size}-sample"),
         WindowSpec::Tumbling { size_ms } | WindowSpec::Sliding { size_ms, .. } => {
-            humantime::format_duration(std::time::Duration::from_millis(size_ms.max(0) as u64)).to_string()
+            humantime::format_duration(std::time::Duration::from_millis(size_ms.max(0) as u64))
+                .to_string()
         }
     };
     let side = match spec.detector.evaluate(c.window.value).map(|b| b.direction) {

@@ -155,10 +155,22 @@ mod tests {
             policy("fraud/scorer"),
             policy("fraud/score*"),
         ]);
-        assert_eq!(set.for_lineage("fraud/scorer").map(|p| p.pattern.as_str()), Some("fraud/scorer"));
-        assert_eq!(set.for_lineage("fraud/scorer2").map(|p| p.pattern.as_str()), Some("fraud/score*"));
-        assert_eq!(set.for_lineage("fraud/other").map(|p| p.pattern.as_str()), Some("fraud/*"));
-        assert_eq!(set.for_lineage("ads/ctr").map(|p| p.pattern.as_str()), Some("*"));
+        assert_eq!(
+            set.for_lineage("fraud/scorer").map(|p| p.pattern.as_str()),
+            Some("fraud/scorer")
+        );
+        assert_eq!(
+            set.for_lineage("fraud/scorer2").map(|p| p.pattern.as_str()),
+            Some("fraud/score*")
+        );
+        assert_eq!(
+            set.for_lineage("fraud/other").map(|p| p.pattern.as_str()),
+            Some("fraud/*")
+        );
+        assert_eq!(
+            set.for_lineage("ads/ctr").map(|p| p.pattern.as_str()),
+            Some("*")
+        );
     }
 
     #[test]

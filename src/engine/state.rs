@@ -9,9 +9,6 @@ use super::policy::RuleSpec;
 use super::window::{WindowResult, WindowState};
 use crate::model::{Action, StatusKind};
 
-/// How many finished request ids a model remembers, so that a status that
-/// arrives before its request was re-issued (during a rebuild) still applies.
-const REMEMBERED_RESOLUTIONS: usize = 8;
 /// How many superseded versions a model remembers to ignore stragglers.
 const REMEMBERED_VERSIONS: usize = 4;
 
@@ -68,14 +65,6 @@ pub struct InFlight {
     pub last_status: Option<StatusKind>,
 }
 
-/// A terminal status that arrived for a request the model did not have in flight.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resolution {
-    pub request_id: String,
-    pub status: StatusKind,
-    pub new_version: Option<String>,
-}
-
 /// Counters per model, for inspection.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelCounters {
@@ -98,7 +87,6 @@ pub struct ModelState {
     pub policy: String,
     pub rules: Vec<RuleState>,
     pub in_flight: Option<InFlight>,
-    pub resolutions: VecDeque<Resolution>,
     pub last_event_at: Option<i64>,
     pub counters: ModelCounters,
 }
@@ -114,7 +102,6 @@ impl ModelState {
             policy: policy.to_owned(),
             rules: rules.iter().map(RuleState::new).collect(),
             in_flight: None,
-            resolutions: VecDeque::new(),
             last_event_at: None,
             counters: ModelCounters::default(),
         }
@@ -132,19 +119,6 @@ impl ModelState {
         }
         self.version = version;
         self.rules = rules.iter().map(RuleState::new).collect();
-    }
-
-    pub fn remember_resolution(&mut self, resolution: Resolution) {
-        self.resolutions.retain(|r| r.request_id != resolution.request_id);
-        self.resolutions.push_back(resolution);
-        while self.resolutions.len() > REMEMBERED_RESOLUTIONS {
-            self.resolutions.pop_front();
-        }
-    }
-
-    pub fn take_resolution(&mut self, request_id: &str) -> Option<Resolution> {
-        let at = self.resolutions.iter().position(|r| r.request_id == request_id)?;
-        self.resolutions.remove(at)
     }
 
     /// A JSON-friendly view for the HTTP API.

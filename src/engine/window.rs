@@ -254,7 +254,12 @@ mod tests {
         let closed = feed(&mut w, &[(10, 1.0), (20, 3.0), (30, 5.0)]);
         assert_eq!(
             closed,
-            vec![WindowResult { start: 10, end: 20, value: 2.0, samples: 2 }]
+            vec![WindowResult {
+                start: 10,
+                end: 20,
+                value: 2.0,
+                samples: 2
+            }]
         );
         assert_eq!(w.buffered(), 1);
     }
@@ -263,32 +268,59 @@ mod tests {
     fn tumbling_window_closes_when_a_later_window_starts_and_rejects_late_samples() {
         let mut w = WindowState::new(WindowSpec::Tumbling { size_ms: 100 });
         let mut closed = Vec::new();
-        assert_eq!(w.push(105, 1.0, Aggregate::Mean, &mut closed), Placement::Accepted);
-        assert_eq!(w.push(150, 3.0, Aggregate::Mean, &mut closed), Placement::Accepted);
-        assert_eq!(w.push(99, 9.0, Aggregate::Mean, &mut closed), Placement::TooLate);
+        assert_eq!(
+            w.push(105, 1.0, Aggregate::Mean, &mut closed),
+            Placement::Accepted
+        );
+        assert_eq!(
+            w.push(150, 3.0, Aggregate::Mean, &mut closed),
+            Placement::Accepted
+        );
+        assert_eq!(
+            w.push(99, 9.0, Aggregate::Mean, &mut closed),
+            Placement::TooLate
+        );
         assert!(closed.is_empty());
-        assert_eq!(w.push(420, 5.0, Aggregate::Mean, &mut closed), Placement::Accepted);
+        assert_eq!(
+            w.push(420, 5.0, Aggregate::Mean, &mut closed),
+            Placement::Accepted
+        );
         assert_eq!(
             closed,
-            vec![WindowResult { start: 100, end: 200, value: 2.0, samples: 2 }]
+            vec![WindowResult {
+                start: 100,
+                end: 200,
+                value: 2.0,
+                samples: 2
+            }]
         );
     }
 
     #[test]
     fn sliding_window_emits_every_slide_over_the_last_size() {
-        let mut w = WindowState::new(WindowSpec::Sliding { size_ms: 100, slide_ms: 50 });
+        let mut w = WindowState::new(WindowSpec::Sliding {
+            size_ms: 100,
+            slide_ms: 50,
+        });
         // The first window starts at the first sample's slide-aligned time.
         let closed = feed(&mut w, &[(0, 1.0), (60, 3.0), (110, 5.0), (160, 7.0)]);
-        let spans: Vec<(i64, i64, f64)> = closed.iter().map(|r| (r.start, r.end, r.value)).collect();
+        let spans: Vec<(i64, i64, f64)> =
+            closed.iter().map(|r| (r.start, r.end, r.value)).collect();
         assert_eq!(spans, vec![(0, 100, 2.0), (50, 150, 4.0)]);
     }
 
     #[test]
     fn sliding_window_skips_long_gaps_without_emitting_empty_windows() {
-        let mut w = WindowState::new(WindowSpec::Sliding { size_ms: 100, slide_ms: 50 });
+        let mut w = WindowState::new(WindowSpec::Sliding {
+            size_ms: 100,
+            slide_ms: 50,
+        });
         let closed = feed(&mut w, &[(0, 1.0), (1_000_000, 3.0), (1_000_200, 5.0)]);
         let spans: Vec<(i64, i64)> = closed.iter().map(|r| (r.start, r.end)).collect();
-        assert_eq!(spans, vec![(0, 100), (999_950, 1_000_050), (1_000_000, 1_000_100)]);
+        assert_eq!(
+            spans,
+            vec![(0, 100), (999_950, 1_000_050), (1_000_000, 1_000_100)]
+        );
         assert!(closed.iter().all(|r| r.samples == 1));
     }
 

@@ -1,0 +1,59 @@
+//! librdkafka client configurations built from [`KafkaConfig`].
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Settings shared by every client: bootstrap servers, then the
+/// pass-through properties (which may override anything).
+pub fn base(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in &kafka.properties {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+/// The group consumer of the input topics. Offsets are stored explicitly
+/// after a record's outputs are acknowledged, and committed in the
+/// background or on revocation.
+pub fn group_consumer(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("group.id", &kafka.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    overlay(cfg, kafka)
+}
+
+/// A consumer that reads every partition of the status topic, outside the
+/// group, so that each instance sees the statuses of the models it owns.
+pub fn status_consumer(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("group.id", format!("{}-status", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    overlay(cfg, kafka)
+}
+
+/// The producer of retrain requests and dead letters: idempotent, acks=all.
+pub fn producer(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    overlay(cfg, kafka)
+}
+
+/// Applies the base settings over role defaults (user properties win).
+fn overlay(mut role: ClientConfig, kafka: &KafkaConfig) -> ClientConfig {
+    for (key, value) in base(kafka).config_map() {
+        role.set(key, value);
+    }
+    role
+}

@@ -1,0 +1,32 @@
+//! The Kafka shell around the pure engine: consumer group, rebalances,
+//! outputs, dead letters, offsets, status feedback, admin.
+
+pub mod admin;
+pub mod client;
+pub mod context;
+pub mod pipeline;
+pub mod shell;
+
+/// Errors that stop the pipeline. The process exits non-zero so that an
+/// orchestrator restarts it; offsets of unfinished work were not stored, so
+/// nothing is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("codec setup: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+    #[error("producing to {topic} failed: {error}")]
+    Delivery { topic: String, error: String },
+    #[error("encoding a retrain request failed: {0}")]
+    Encode(#[from] crate::codec::EncodeError),
+    #[error("record {topic}/{partition}@{offset} could not be decoded for an environmental reason (will be retried after restart): {error}")]
+    Transient {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: String,
+    },
+    #[error("topic setup: {0}")]
+    Topics(String),
+}

@@ -1,0 +1,196 @@
+//! State the Kafka shell keeps around the engine: one slot per assigned
+//! partition (keyed state plus offset bookkeeping), which partition owns
+//! each model, and recent terminal statuses by request id.
+//!
+//! Shared between the consumer thread (which mutates it between polls), the
+//! rebalance callbacks (which run inside those polls) and the HTTP handlers
+//! (which read it), behind one mutex that is never held across a poll.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rdkafka::producer::DeliveryFuture;
+
+use crate::engine::state::{ModelView, PartitionState};
+use crate::engine::Engine;
+use crate::model::RetrainStatus;
+
+/// Terminal statuses remembered by request id.
+const MAX_BOOKED_STATUSES: usize = 100_000;
+
+/// `(topic, partition)`.
+pub type TopicPartition = (String, i32);
+
+/// A record's output that the broker has not acknowledged yet.
+pub struct PendingOutput {
+    pub topic: String,
+    pub delivery: DeliveryFuture,
+}
+
+/// One assigned input partition.
+pub struct Slot {
+    pub state: PartitionState,
+    /// Records below this offset were processed by an earlier owner; they
+    /// are re-read to rebuild state, and their outputs are not produced again.
+    pub restore_until: i64,
+    /// The offset after the last record processed.
+    pub processed_next: i64,
+    /// The last offset stored for commit.
+    pub stored: i64,
+    pub pending: Vec<PendingOutput>,
+}
+
+impl Slot {
+    pub fn new(restore_until: i64) -> Self {
+        Slot {
+            state: PartitionState::default(),
+            restore_until,
+            processed_next: 0,
+            stored: restore_until,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn restoring(&self) -> bool {
+        self.processed_next < self.restore_until
+    }
+
+    /// The offset to commit once pending outputs are acknowledged, if it
+    /// moves forward.
+    pub fn commit_candidate(&self) -> Option<i64> {
+        (self.processed_next > self.stored).then_some(self.processed_next)
+    }
+}
+
+/// Which partition holds each model's state.
+#[derive(Default)]
+pub struct Owners {
+    by_lineage: HashMap<String, TopicPartition>,
+}
+
+/// Where a model's state turned up relative to earlier partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    First,
+    /// The model already lives on another partition (bad producer keying).
+    Split {
+        other: TopicPartition,
+    },
+}
+
+impl Owners {
+    /// Records that `lineage` now has state on `tp`. Entries of released
+    /// partitions are removed, so any other owner found is still assigned.
+    pub fn claim(&mut self, lineage: &str, tp: &TopicPartition) -> Ownership {
+        match self.by_lineage.get(lineage) {
+            Some(other) if other != tp => Ownership::Split {
+                other: other.clone(),
+            },
+            _ => {
+                self.by_lineage.insert(lineage.to_owned(), tp.clone());
+                Ownership::First
+            }
+        }
+    }
+
+    pub fn get(&self, lineage: &str) -> Option<&TopicPartition> {
+        self.by_lineage.get(lineage)
+    }
+
+    /// Forgets the models of a released partition.
+    pub fn release(&mut self, tp: &TopicPartition, state: &PartitionState) {
+        for lineage in state.models.keys() {
+            if self.by_lineage.get(lineage) == Some(tp) {
+                self.by_lineage.remove(lineage);
+            }
+        }
+    }
+}
+
+/// Recent terminal statuses by request id (bounded, oldest evicted first).
+/// A request re-derived while rebuilding state, after its status was read,
+/// is resolved from here.
+#[derive(Default)]
+pub struct StatusBook {
+    by_request: HashMap<String, RetrainStatus>,
+    order: VecDeque<String>,
+}
+
+impl StatusBook {
+    pub fn insert(&mut self, status: RetrainStatus) {
+        let id = status.request_id.clone();
+        if self.by_request.insert(id.clone(), status).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > MAX_BOOKED_STATUSES {
+            if let Some(old) = self.order.pop_front() {
+                self.by_request.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, request_id: &str) -> Option<&RetrainStatus> {
+        self.by_request.get(request_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Everything the shell tracks, behind one mutex.
+pub struct Shell {
+    pub engine: Engine,
+    pub slots: BTreeMap<TopicPartition, Slot>,
+    pub owners: Owners,
+    pub book: StatusBook,
+    /// Set once the first assignment (possibly empty) arrived.
+    pub assigned_once: bool,
+}
+
+impl Shell {
+    pub fn new(engine: Engine) -> Self {
+        Shell {
+            engine,
+            slots: BTreeMap::new(),
+            owners: Owners::default(),
+            book: StatusBook::default(),
+            assigned_once: false,
+        }
+    }
+
+    /// Drops a partition's slot and its ownership records.
+    pub fn release(&mut self, tp: &TopicPartition) -> Option<Slot> {
+        let slot = self.slots.remove(tp)?;
+        self.owners.release(tp, &slot.state);
+        Some(slot)
+    }
+
+    pub fn models_tracked(&self) -> usize {
+        self.slots.values().map(|s| s.state.models.len()).sum()
+    }
+
+    pub fn restoring_partitions(&self) -> usize {
+        self.slots.values().filter(|s| s.restoring()).count()
+    }
+
+    /// Ready: the first assignment arrived and no partition is restoring.
+    pub fn ready(&self) -> bool {
+        self.assigned_once && self.restoring_partitions() == 0
+    }
+
+    /// The view of one model, wherever it is held.
+    pub fn model_view(&self, lineage: &str) -> Option<ModelView> {
+        let tp = self.owners.get(lineage)?;
+        let model = self.slots.get(tp)?.state.model(lineage)?;
+        let specs = self
+            .engine
+            .policy_for(lineage)
+            .map(|p| p.rules.as_slice())
+            .unwrap_or(&[]);
+        Some(model.view(specs))
+    }
+}

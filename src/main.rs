@@ -1,0 +1,253 @@
+//! The `driftwatch` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use driftwatch::config::Config;
+use driftwatch::demo::{self, DemoOptions};
+use driftwatch::simulator::SimulatorConfig;
+use driftwatch::telemetry::{init_logging, LogFormat};
+use driftwatch::{codec, replay, service};
+
+/// Watches ML model telemetry on Kafka for drift and degradation, and
+/// requests retraining when a model needs it.
+#[derive(Parser)]
+#[command(name = "driftwatch", version, about)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DRIFTWATCH_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service against Kafka.
+    Run(RunArgs),
+    /// Run everything in-process: a Kafka cluster, a telemetry simulator and
+    /// the pipeline; print retrain requests as JSON lines.
+    Demo(DemoArgs),
+    /// Run a file of metric events (JSON lines or Avro container) through the
+    /// engine and print the retrain requests as JSON lines.
+    Replay(ReplayArgs),
+    /// Validate a configuration file.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "DRIFTWATCH_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Overrides kafka.bootstrap_servers.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Overrides kafka.group_id.
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Overrides http.listen.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Overrides any key: --set engine.max_models_per_partition=5000
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Number of simulated models.
+    #[arg(long, default_value_t = 40)]
+    models: usize,
+    /// How many of them degrade partway through.
+    #[arg(long, default_value_t = 4)]
+    drifting: usize,
+    /// How long to run (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Seed of the simulator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated minutes (one event per model each) per second.
+    #[arg(long, default_value_t = 20)]
+    ticks_per_second: u32,
+    /// Where to serve /metrics and the model API.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    http_listen: SocketAddr,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Events: JSON lines, or an Avro object container file.
+    input: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Replay(args) => replay_file(&args),
+        Command::Run(args) => with_runtime(run(args)),
+        Command::Demo(args) => with_runtime(run_demo(args)),
+    }
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path, overrides: &[(String, String)]) -> Result<Config, ExitCode> {
+    Config::load(Some(path), overrides).map_err(|e| {
+        eprintln!("error: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    let config = match load_config(&args.config, &[]) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: ok", args.config.display());
+    for policy in config.policies.policies() {
+        let rules: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+        println!("  policy {:?}: {}", policy.pattern, rules.join(", "));
+    }
+    for warning in config.warnings() {
+        println!("  warning: {warning}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn replay_file(args: &ReplayArgs) -> ExitCode {
+    let config = match load_config(&args.config.config, &[]) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let events = match codec::read_events_file(&args.input) {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.input.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = replay::replay(&service::engine_for(&config), events);
+    for request in &report.requests {
+        if let Err(e) = demo::print_request(request) {
+            eprintln!("error: writing output: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    for (index, reason) in &report.invalid {
+        eprintln!("invalid event #{index}: {reason}");
+    }
+    eprintln!(
+        "replayed: {} applied, {} skipped {:?}, {} invalid, {} requests",
+        report.applied,
+        report.skipped.values().sum::<u64>(),
+        report.skipped,
+        report.invalid.len(),
+        report.requests.len()
+    );
+    ExitCode::SUCCESS
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let mut overrides = Vec::new();
+    let flags = [
+        ("kafka.bootstrap_servers", &args.bootstrap_servers),
+        ("kafka.group_id", &args.group_id),
+        ("http.listen", &args.http_listen),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            overrides.push((key.to_owned(), v.clone()));
+        }
+    }
+    for kv in &args.set {
+        match kv.split_once('=') {
+            Some((k, v)) => overrides.push((k.trim().to_owned(), v.trim().to_owned())),
+            None => {
+                eprintln!("error: --set {kv:?}: expected KEY=VALUE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match load_config(&args.config.config, &overrides) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let running = match service::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "startup failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    match running.until(service::termination_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> ExitCode {
+    let options = DemoOptions {
+        simulator: SimulatorConfig {
+            models: args.models,
+            drifting: args.drifting,
+            seed: args.seed,
+            ..SimulatorConfig::default()
+        },
+        duration: args.duration,
+        ticks_per_second: args.ticks_per_second,
+        http_listen: args.http_listen,
+    };
+    match demo::run(options, service::termination_signal(), demo::print_request).await {
+        Ok(requests) => {
+            let summary = demo::summarize(&requests);
+            eprintln!("demo finished: {} retrain request(s)", requests.len());
+            for (model, count) in summary {
+                eprintln!("  {model}: {count}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

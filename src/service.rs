@@ -1,0 +1,147 @@
+//! Wires a configuration into a running service: metrics, topics, the
+//! pipeline thread and the HTTP API, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::engine::{Engine, Limits};
+use crate::http::{self, HttpState};
+use crate::kafka::pipeline::{self, Shared};
+use crate::kafka::shell::Shell;
+use crate::kafka::{admin, PipelineError};
+use crate::telemetry::Metrics;
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("http server on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("pipeline thread panicked")]
+    Panicked,
+}
+
+/// A service whose pipeline runs on its own thread.
+pub struct Running {
+    pub shared: Shared,
+    pub http_addr: SocketAddr,
+    done: oneshot::Receiver<Result<(), PipelineError>>,
+    thread: std::thread::JoinHandle<()>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_stop: oneshot::Sender<()>,
+}
+
+/// The engine a configuration describes.
+pub fn engine_for(config: &Config) -> Engine {
+    Engine::new(
+        config.policies.clone(),
+        Limits {
+            max_models_per_partition: config.engine.max_models_per_partition,
+        },
+    )
+}
+
+/// Starts the service: creates missing topics if configured, starts the
+/// pipeline thread and the HTTP server.
+pub async fn start(config: Config) -> Result<Running, ServiceError> {
+    let metrics = Arc::new(Metrics::new()?);
+    if config.kafka.create_topics {
+        admin::ensure_topics(&config).await?;
+    }
+    let shared = Shared::new(Shell::new(engine_for(&config)), metrics);
+    let alive = Arc::new(AtomicBool::new(true));
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let state = HttpState {
+        shared: shared.clone(),
+        alive: Arc::clone(&alive),
+    };
+    let addr = config.http.listen;
+    let (http_addr, http) = http::serve(addr, state, async {
+        let _ = http_stopped.await;
+    })
+    .await
+    .map_err(|source| ServiceError::Http { addr, source })?;
+
+    let (done_tx, done) = oneshot::channel();
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("driftwatch-pipeline".into())
+        .spawn(move || {
+            let result = pipeline::run(&config, &thread_shared);
+            alive.store(false, Ordering::Relaxed);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "pipeline failed");
+            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|source| ServiceError::Http { addr, source })?;
+    Ok(Running {
+        shared,
+        http_addr,
+        done,
+        thread,
+        http,
+        http_stop,
+    })
+}
+
+impl Running {
+    /// Runs until `stop` completes or the pipeline ends by itself, then
+    /// shuts down gracefully: the pipeline finishes its batch, commits and
+    /// leaves the group; the HTTP server stops.
+    pub async fn until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServiceError> {
+        let result = tokio::select! {
+            _ = stop => {
+                tracing::info!("shutting down");
+                self.shared.shutdown.store(true, Ordering::Relaxed);
+                (&mut self.done).await
+            }
+            result = &mut self.done => result,
+        };
+        let _ = self.http_stop.send(());
+        let _ = self.http.await;
+        let joined = tokio::task::spawn_blocking(move || self.thread.join()).await;
+        match (result, joined) {
+            (Ok(Ok(())), Ok(Ok(()))) => Ok(()),
+            (Ok(Err(e)), _) => Err(e.into()),
+            _ => Err(ServiceError::Panicked),
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics and tracing setup.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric driftwatch exports. One instance per process, shared by `Arc`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records read from input topics (restored records included).
+    pub records_consumed: IntCounterVec,
+    /// Records applied to model state.
+    pub records_applied: IntCounterVec,
+    /// Records sent to the dead-letter topic, by reason.
+    pub records_dead_lettered: IntCounterVec,
+    /// Records deliberately not applied, by reason (no_policy, too_late, ...).
+    pub records_skipped: IntCounterVec,
+    /// Records re-read on assignment to rebuild state (their outputs were already produced).
+    pub records_restored: IntCounterVec,
+    /// Retrain requests produced, by action.
+    pub requests_produced: IntCounterVec,
+    /// Statuses received from the coordinator, by outcome.
+    pub statuses: IntCounterVec,
+    /// Models tracked by this instance.
+    pub models_tracked: IntGauge,
+    /// Models seen on more than one partition (producer keying problem).
+    pub model_split: IntCounter,
+    /// Partitions assigned to this instance.
+    pub partitions_assigned: IntGauge,
+    /// Partitions still rebuilding their state.
+    pub partitions_restoring: IntGauge,
+    /// Consumer lag per input partition, from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// Time to decode and apply one record.
+    pub processing_seconds: Histogram,
+    /// Time from a batch's first record to its outputs being acknowledged.
+    pub commit_batch_seconds: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("driftwatch".into()), None)?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let records_consumed = counter(
+            "records_consumed_total",
+            "Records read from input topics.",
+            &["topic"],
+        )?;
+        let records_applied = counter(
+            "records_applied_total",
+            "Records applied to model state.",
+            &["topic"],
+        )?;
+        let records_dead_lettered = counter(
+            "records_dead_lettered_total",
+            "Records sent to the dead-letter topic.",
+            &["topic", "reason"],
+        )?;
+        let records_skipped = counter(
+            "records_skipped_total",
+            "Records counted under an explicit policy instead of applied.",
+            &["topic", "reason"],
+        )?;
+        let records_restored = counter(
+            "records_restored_total",
+            "Records re-read to rebuild state after an assignment.",
+            &["topic"],
+        )?;
+        let requests_produced = counter(
+            "requests_produced_total",
+            "Retrain requests produced.",
+            &["action"],
+        )?;
+        let statuses = counter(
+            "statuses_total",
+            "Coordinator statuses received.",
+            &["outcome"],
+        )?;
+        let models_tracked = IntGauge::new("models_tracked", "Models tracked by this instance.")?;
+        registry.register(Box::new(models_tracked.clone()))?;
+        let model_split = IntCounter::new(
+            "model_split_total",
+            "Models seen on more than one partition (telemetry not keyed by lineage).",
+        )?;
+        registry.register(Box::new(model_split.clone()))?;
+        let partitions_assigned =
+            IntGauge::new("partitions_assigned", "Input partitions assigned.")?;
+        registry.register(Box::new(partitions_assigned.clone()))?;
+        let partitions_restoring = IntGauge::new(
+            "partitions_restoring",
+            "Assigned partitions still rebuilding state.",
+        )?;
+        registry.register(Box::new(partitions_restoring.clone()))?;
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag",
+                "Consumer lag per input partition (records).",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        let processing_seconds = Histogram::with_opts(
+            HistogramOpts::new("processing_seconds", "Time to decode and apply one record.")
+                .buckets(vec![
+                    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+                ]),
+        )?;
+        registry.register(Box::new(processing_seconds.clone()))?;
+        let commit_batch_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "batch_seconds",
+                "Time from a batch's first record until its outputs are acknowledged and offsets stored.",
+            )
+            .buckets(vec![1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
+            &["outputs"],
+        )?;
+        registry.register(Box::new(commit_batch_seconds.clone()))?;
+        Ok(Metrics {
+            registry,
+            records_consumed,
+            records_applied,
+            records_dead_lettered,
+            records_skipped,
+            records_restored,
+            requests_produced,
+            statuses,
+            models_tracked,
+            model_split,
+            partitions_assigned,
+            partitions_restoring,
+            consumer_lag,
+            processing_seconds,
+            commit_batch_seconds,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the tracing subscriber: logs go to stderr, filtered by
+/// `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
+}
