@@ -187,6 +187,7 @@ impl Worker<'_> {
                     }
                     let lineage = event.model.lineage();
                     if new_model {
+                        self.metrics.models_tracked.inc();
                         if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
                             self.metrics.model_split.inc();
                             tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
