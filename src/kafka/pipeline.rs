@@ -85,12 +85,14 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// Decodes and validates one record. `Ok(Err(_))` is a record to
+    /// dead-letter; `Err(_)` stops the pipeline (setup or transient failure).
     fn decode(
         &mut self,
-        topic: &str,
-        payload: Option<&[u8]>,
+        msg: &BorrowedMessage<'_>,
     ) -> Result<Result<MetricEvent, DeadLetter>, PipelineError> {
-        let Some(payload) = payload else {
+        let topic = msg.topic();
+        let Some(payload) = msg.payload() else {
             return Ok(Err(DeadLetter {
                 kind: "empty",
                 reason: "record has no value".into(),
@@ -100,16 +102,15 @@ impl Worker<'_> {
             let decoder = Decoder::new(self.config.format_for_topic(topic), schemas::METRIC_EVENT)?;
             self.decoders.insert(topic.to_owned(), decoder);
         }
-        let decoder = &self.decoders[topic];
-        match decoder.decode(payload) {
+        match self.decoders[topic].decode(payload) {
             Ok(event) => Ok(event.validate().map(|()| event).map_err(|e| DeadLetter {
                 kind: "invalid",
                 reason: e.to_string(),
             })),
             Err(e) if e.is_transient() => Err(PipelineError::Transient {
                 topic: topic.to_owned(),
-                partition: -1,
-                offset: -1,
+                partition: msg.partition(),
+                offset: msg.offset(),
                 error: e.to_string(),
             }),
             Err(e) => Ok(Err(DeadLetter {
@@ -144,15 +145,7 @@ impl Worker<'_> {
                 .with_label_values(&[topic])
                 .inc();
         }
-        let verdict = self.decode(topic, msg.payload()).map_err(|e| match e {
-            PipelineError::Transient { topic, error, .. } => PipelineError::Transient {
-                topic,
-                partition: tp.1,
-                offset,
-                error,
-            },
-            other => other,
-        })?;
+        let verdict = self.decode(msg)?;
 
         let Shell {
             engine,

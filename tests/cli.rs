@@ -1,0 +1,137 @@
+//! The binary as a user runs it: `check-config`, and `run` shutting down
+//! gracefully on SIGTERM with its offsets committed.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+fn driftwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_key_of_an_error() {
+    let ok = driftwatch()
+        .args(["check-config", "--config", "config/example.toml"])
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[kafka]\ninput_topics = [\"m\"]\n[[policy]]\nmatch = \"*\"\n[[policy.rule]]\nname = \"a\"\nmetric = \"accuracy\"\n\
+         window = { kind = \"tumbling\", size = \"5 parsecs\" }\ndetector = { kind = \"threshold\", below = 0.8 }\naction = \"fine_tune\"\n",
+    )
+    .expect("write");
+    let out = driftwatch()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("policy[0].rule[0].window.size"), "{stderr}");
+    assert!(stderr.contains("5 parsecs"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(6, 2, 60, 4);
+    produce_events(&producer(&bootstrap), &events, None).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("driftwatch.toml");
+    let port = free_port();
+    let toml = config_toml(&bootstrap, "sigterm-test")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config_path, toml).expect("write config");
+    let mut child = driftwatch()
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+
+    // Wait until it has consumed everything, as its own /metrics says.
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let want = format!(
+        "driftwatch_records_applied_total{{topic=\"{METRICS}\"}} {}",
+        events.len()
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "service did not process the records"
+        );
+        if let Ok(resp) = reqwest::get(&url).await {
+            if resp.text().await.unwrap_or_default().contains(&want) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status}");
+
+    // Every partition's committed offset is its end: nothing left to redo.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "sigterm-test")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..METRIC_PARTITIONS {
+        tpl.add_partition(METRICS, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    for elem in committed.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(METRICS, elem.partition(), Duration::from_secs(10))
+            .expect("watermarks");
+        let expected = if high == 0 {
+            Offset::Invalid
+        } else {
+            Offset::Offset(high)
+        };
+        assert_eq!(elem.offset(), expected, "partition {}", elem.partition());
+    }
+}
