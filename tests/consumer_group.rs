@@ -23,10 +23,7 @@ async fn two_instances_split_partitions_and_produce_the_same_requests() {
     .await;
 
     produce_events(&producer(&bootstrap), &events, None).await;
-    wait_until("all records processed", || {
-        finished(&[&a, &b]) == events.len() as u64
-    })
-    .await;
+    wait_processed(&[&a, &b], events.len()).await;
 
     assert_eq!(read_requests(&bootstrap), expected);
     // Both instances did real work, and no model's state is split.
@@ -56,10 +53,7 @@ async fn an_instance_joining_mid_stream_loses_and_duplicates_nothing() {
     let a = start(config(&bootstrap, "join-test")).await;
     let producer = producer(&bootstrap);
     produce_events(&producer, first, None).await;
-    wait_until("first half processed", || {
-        finished(&[&a]) == first.len() as u64
-    })
-    .await;
+    wait_processed(&[&a], first.len()).await;
 
     let b = start(config(&bootstrap, "join-test")).await;
     wait_until("rebalanced onto both", || {
@@ -68,10 +62,7 @@ async fn an_instance_joining_mid_stream_loses_and_duplicates_nothing() {
     })
     .await;
     produce_events(&producer, rest, None).await;
-    wait_until("all records processed", || {
-        finished(&[&a, &b]) == events.len() as u64
-    })
-    .await;
+    wait_processed(&[&a, &b], events.len()).await;
 
     assert_eq!(read_requests(&bootstrap), expected);
     assert!(

@@ -46,8 +46,8 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         .await;
     }
     produce_events(&producer, rest, None).await;
-    let total = (events.len() + bad.len()) as u64;
-    wait_until("all records processed", || finished(&[&running]) == total).await;
+    let total = events.len() + bad.len();
+    wait_processed(&[&running], total).await;
 
     assert_eq!(
         read_requests(&bootstrap),

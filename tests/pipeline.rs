@@ -24,10 +24,7 @@ async fn streaming_requests_equal_the_replay_oracle() {
 
     let running = start(config).await;
     produce_events(&producer(&bootstrap), &events, None).await;
-    wait_until("all records processed", || {
-        finished(&[&running]) == events.len() as u64
-    })
-    .await;
+    wait_processed(&[&running], events.len()).await;
     let requests = read_requests(&bootstrap);
     assert_eq!(requests, expected);
     assert_eq!(
@@ -60,10 +57,7 @@ async fn replay_command_gives_the_streaming_requests() {
 
     let running = start(config).await;
     produce_events(&producer(&bootstrap), &events, None).await;
-    wait_until("all records processed", || {
-        finished(&[&running]) == events.len() as u64
-    })
-    .await;
+    wait_processed(&[&running], events.len()).await;
     let streamed = read_requests(&bootstrap);
     stop(running).await;
     assert!(!streamed.is_empty());

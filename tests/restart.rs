@@ -28,19 +28,13 @@ async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
     let producer = producer(&bootstrap);
     let first = start(config(&bootstrap, "restart-test")).await;
     produce_events(&producer, &before, None).await;
-    wait_until("first part processed", || {
-        finished(&[&first]) == before.len() as u64
-    })
-    .await;
+    wait_processed(&[&first], before.len()).await;
     let produced_before = read_requests(&bootstrap);
     stop(first).await;
 
     produce_events(&producer, &after, None).await;
     let second = start(config(&bootstrap, "restart-test")).await;
-    wait_until("second part processed", || {
-        finished(&[&second]) == after.len() as u64
-    })
-    .await;
+    wait_processed(&[&second], after.len()).await;
 
     assert_eq!(
         counter(&second, "records_restored_total"),

@@ -40,13 +40,13 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
     let bootstrap = cluster.bootstrap_servers();
     let running = start(config(&bootstrap, "status-test")).await;
     let producer = producer(&bootstrap);
-    let mut sent = 0u64;
+    let mut sent = 0usize;
 
     // Three breaching 5-minute windows: one request.
     let batch = minutes(0, 21, 0.5);
-    sent += batch.len() as u64;
+    sent += batch.len();
     produce_events(&producer, &batch, Some(Wire::Json)).await;
-    wait_until("first batch", || finished(&[&running]) == sent).await;
+    wait_processed(&[&running], sent).await;
     let first = read_requests(&bootstrap);
     assert_eq!(first.len(), 1);
     let view = model_json(running.http_addr).await;
@@ -57,9 +57,9 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
 
     // Long after the cooldown, still breaching, still unresolved: nothing.
     let batch = minutes(21, 150, 0.5);
-    sent += batch.len() as u64;
+    sent += batch.len();
     produce_events(&producer, &batch, Some(Wire::Json)).await;
-    wait_until("second batch", || finished(&[&running]) == sent).await;
+    wait_processed(&[&running], sent).await;
     assert_eq!(
         read_requests(&bootstrap),
         first,
@@ -91,9 +91,9 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
     );
 
     let batch = minutes(150, 171, 0.5);
-    sent += batch.len() as u64;
+    sent += batch.len();
     produce_events(&producer, &batch, Some(Wire::Json)).await;
-    wait_until("third batch", || finished(&[&running]) == sent).await;
+    wait_processed(&[&running], sent).await;
     let all = read_requests(&bootstrap);
     assert_eq!(all.len(), 2, "the model fires again once resolved");
     assert!(all
@@ -130,7 +130,7 @@ async fn health_readiness_metrics_and_unknown_models_over_http() {
 
     let batch = minutes(0, 10, 0.9);
     produce_events(&producer(&bootstrap), &batch, Some(Wire::Json)).await;
-    wait_until("processed", || finished(&[&running]) == batch.len() as u64).await;
+    wait_processed(&[&running], batch.len()).await;
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("http")

@@ -177,6 +177,14 @@ impl Shell {
         self.slots.values().filter(|s| s.restoring()).count()
     }
 
+    /// True when every processed record's outputs are acknowledged and its
+    /// offset stored.
+    pub fn settled(&self) -> bool {
+        self.slots
+            .values()
+            .all(|s| s.pending.is_empty() && s.stored >= s.processed_next)
+    }
+
     /// Ready: the first assignment arrived and no partition is restoring.
     pub fn ready(&self) -> bool {
         self.assigned_once && self.restoring_partitions() == 0

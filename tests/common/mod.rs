@@ -276,6 +276,15 @@ pub fn finished(instances: &[&Running]) -> u64 {
         .sum()
 }
 
+/// Waits until the instances together finished `records` records and every
+/// output they caused is acknowledged (offsets stored).
+pub async fn wait_processed(instances: &[&Running], records: usize) {
+    wait_until(&format!("{records} records processed and settled"), || {
+        finished(instances) == records as u64 && instances.iter().all(|r| r.shared.lock().settled())
+    })
+    .await;
+}
+
 /// Starts an instance and waits until it has joined the group.
 pub async fn start(config: Config) -> Running {
     let running = service::start(config).await.expect("service starts");
