@@ -56,16 +56,15 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
+    let kafka = kafka().await;
     let events = simulated(6, 2, 60, 4);
-    produce_events(&producer(&bootstrap), &events, None).await;
+    produce_events(&kafka, &producer(&kafka), &events, None).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("driftwatch.toml");
     let port = free_port();
-    let toml = config_toml(&bootstrap, "sigterm-test")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let toml =
+        config_toml(&kafka, "sigterm-test").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&config_path, toml).expect("write config");
     let mut child = driftwatch()
         .args(["run", "--config"])
@@ -78,7 +77,8 @@ async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
     // Wait until it has consumed everything, as its own /metrics says.
     let url = format!("http://127.0.0.1:{port}/metrics");
     let want = format!(
-        "driftwatch_records_applied_total{{topic=\"{METRICS}\"}} {}",
+        "driftwatch_records_applied_total{{topic=\"{}\"}} {}",
+        kafka.metrics,
         events.len()
     );
     let deadline = Instant::now() + WAIT;
@@ -112,20 +112,20 @@ async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
 
     // Every partition's committed offset is its end: nothing left to redo.
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "sigterm-test")
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", kafka.group("sigterm-test"))
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..METRIC_PARTITIONS {
-        tpl.add_partition(METRICS, p);
+        tpl.add_partition(&kafka.metrics, p);
     }
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed");
     for elem in committed.elements() {
         let (_, high) = consumer
-            .fetch_watermarks(METRICS, elem.partition(), Duration::from_secs(10))
+            .fetch_watermarks(&kafka.metrics, elem.partition(), Duration::from_secs(10))
             .expect("watermarks");
         let expected = if high == 0 {
             Offset::Invalid

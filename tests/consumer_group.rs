@@ -7,13 +7,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_split_partitions_and_produce_the_same_requests() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
+    let kafka = kafka().await;
     let events = simulated(16, 6, 200, 21);
-    let expected = oracle(&config(&bootstrap, "group-test"), &events);
+    let expected = oracle(&config(&kafka, "group-test"), &events);
 
-    let a = start(config(&bootstrap, "group-test")).await;
-    let b = start(config(&bootstrap, "group-test")).await;
+    let a = start(config(&kafka, "group-test")).await;
+    let b = start(config(&kafka, "group-test")).await;
     let assigned = |r: &driftwatch::service::Running| r.shared.lock().slots.len();
     wait_until("partitions split between both instances", || {
         assigned(&a) > 0
@@ -22,10 +21,10 @@ async fn two_instances_split_partitions_and_produce_the_same_requests() {
     })
     .await;
 
-    produce_events(&producer(&bootstrap), &events, None).await;
+    produce_events(&kafka, &producer(&kafka), &events, None).await;
     wait_processed(&[&a, &b], events.len()).await;
 
-    assert_eq!(read_requests(&bootstrap), expected);
+    assert_eq!(read_requests(&kafka), expected);
     // Both instances did real work, and no model's state is split.
     assert!(counter(&a, "records_applied_total") > 0);
     assert!(counter(&b, "records_applied_total") > 0);
@@ -44,27 +43,26 @@ async fn two_instances_split_partitions_and_produce_the_same_requests() {
 /// committed offsets, and no request is lost or produced twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_joining_mid_stream_loses_and_duplicates_nothing() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
+    let kafka = kafka().await;
     let events = simulated(16, 6, 240, 5);
-    let expected = oracle(&config(&bootstrap, "join-test"), &events);
+    let expected = oracle(&config(&kafka, "join-test"), &events);
     let (first, rest) = events.split_at(events.len() / 2);
 
-    let a = start(config(&bootstrap, "join-test")).await;
-    let producer = producer(&bootstrap);
-    produce_events(&producer, first, None).await;
+    let a = start(config(&kafka, "join-test")).await;
+    let producer = producer(&kafka);
+    produce_events(&kafka, &producer, first, None).await;
     wait_processed(&[&a], first.len()).await;
 
-    let b = start(config(&bootstrap, "join-test")).await;
+    let b = start(config(&kafka, "join-test")).await;
     wait_until("rebalanced onto both", || {
         let (na, nb) = (a.shared.lock().slots.len(), b.shared.lock().slots.len());
         na > 0 && nb > 0 && na + nb == METRIC_PARTITIONS as usize
     })
     .await;
-    produce_events(&producer, rest, None).await;
+    produce_events(&kafka, &producer, rest, None).await;
     wait_processed(&[&a, &b], events.len()).await;
 
-    assert_eq!(read_requests(&bootstrap), expected);
+    assert_eq!(read_requests(&kafka), expected);
     assert!(
         counter(&b, "records_restored_total") > 0,
         "the joiner rebuilt state from the input"

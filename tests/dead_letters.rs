@@ -9,9 +9,8 @@ use rdkafka::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let config = config(&bootstrap, "dlq-test");
+    let kafka = kafka().await;
+    let config = config(&kafka, "dlq-test");
     let events = simulated(4, 2, 120, 3);
     let expected = oracle(&config, &events);
     assert!(!expected.is_empty());
@@ -33,28 +32,28 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
     ];
 
     let running = start(config).await;
-    let producer = producer(&bootstrap);
+    let producer = producer(&kafka);
     let (first, rest) = events.split_at(events.len() / 2);
-    produce_events(&producer, first, None).await;
+    produce_events(&kafka, &producer, first, None).await;
     for (_, payload) in &bad {
         produce_raw(
             &producer,
-            METRICS,
+            &kafka.metrics,
             Some(b"demo/healthy-000"),
             payload.as_deref(),
         )
         .await;
     }
-    produce_events(&producer, rest, None).await;
+    produce_events(&kafka, &producer, rest, None).await;
     let total = events.len() + bad.len();
     wait_processed(&[&running], total).await;
 
     assert_eq!(
-        read_requests(&bootstrap),
+        read_requests(&kafka),
         expected,
         "good records around the bad ones are processed"
     );
-    let dead = read_topic(&bootstrap, DLQ);
+    let dead = read_topic(&kafka.bootstrap, &kafka.dlq);
     let mut kinds: Vec<String> = dead
         .iter()
         .filter_map(|m| header(m, dlq_headers::ERROR_KIND))
@@ -66,7 +65,7 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
     for msg in &dead {
         assert_eq!(
             header(msg, dlq_headers::SOURCE_TOPIC).as_deref(),
-            Some(METRICS)
+            Some(kafka.metrics.as_str())
         );
         let partition: i32 = header(msg, dlq_headers::SOURCE_PARTITION)
             .expect("partition")

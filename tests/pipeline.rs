@@ -8,9 +8,8 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_requests_equal_the_replay_oracle() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let config = config(&bootstrap, "pipeline-test");
+    let kafka = kafka().await;
+    let config = config(&kafka, "pipeline-test");
     let events = simulated(12, 4, 200, 7);
     let expected = oracle(&config, &events);
     let drifting: std::collections::BTreeSet<String> =
@@ -23,9 +22,9 @@ async fn streaming_requests_equal_the_replay_oracle() {
     );
 
     let running = start(config).await;
-    produce_events(&producer(&bootstrap), &events, None).await;
+    produce_events(&kafka, &producer(&kafka), &events, None).await;
     wait_processed(&[&running], events.len()).await;
-    let requests = read_requests(&bootstrap);
+    let requests = read_requests(&kafka);
     assert_eq!(requests, expected);
     assert_eq!(
         counter(&running, "records_applied_total"),
@@ -34,7 +33,7 @@ async fn streaming_requests_equal_the_replay_oracle() {
     assert_eq!(counter(&running, "records_dead_lettered_total"), 0);
 
     // Requests are keyed by lineage, so one model's requests stay ordered.
-    for msg in read_topic(&bootstrap, REQUESTS) {
+    for msg in read_topic(&kafka.bootstrap, &kafka.requests) {
         let request: driftwatch::model::RetrainRequest =
             serde_json::from_slice(rdkafka::Message::payload(&msg).expect("payload"))
                 .expect("json");
@@ -50,21 +49,20 @@ async fn streaming_requests_equal_the_replay_oracle() {
 /// same requests as the streaming run wrote to the output topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_command_gives_the_streaming_requests() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let config = config(&bootstrap, "replay-test");
+    let kafka = kafka().await;
+    let config = config(&kafka, "replay-test");
     let events = simulated(8, 3, 150, 11);
 
     let running = start(config).await;
-    produce_events(&producer(&bootstrap), &events, None).await;
+    produce_events(&kafka, &producer(&kafka), &events, None).await;
     wait_processed(&[&running], events.len()).await;
-    let streamed = read_requests(&bootstrap);
+    let streamed = read_requests(&kafka);
     stop(running).await;
     assert!(!streamed.is_empty());
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("driftwatch.toml");
-    std::fs::write(&config_path, config_toml(&bootstrap, "replay-test")).expect("write config");
+    std::fs::write(&config_path, config_toml(&kafka, "replay-test")).expect("write config");
     let input = dir.path().join("events.avro");
     driftwatch::codec::write_events_ocf(&input, &events).expect("write events");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))

@@ -7,10 +7,9 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
+    let kafka = kafka().await;
     let events = simulated(10, 4, 200, 9);
-    let expected = oracle(&config(&bootstrap, "restart-test"), &events);
+    let expected = oracle(&config(&kafka, "restart-test"), &events);
     // Split inside the drift, so that some request needs windows from both
     // sides of the restart.
     let split_tick = 80;
@@ -25,15 +24,15 @@ async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
         expected.iter().map(|r| r.triggered_at).collect::<Vec<_>>()
     );
 
-    let producer = producer(&bootstrap);
-    let first = start(config(&bootstrap, "restart-test")).await;
-    produce_events(&producer, &before, None).await;
+    let producer = producer(&kafka);
+    let first = start(config(&kafka, "restart-test")).await;
+    produce_events(&kafka, &producer, &before, None).await;
     wait_processed(&[&first], before.len()).await;
-    let produced_before = read_requests(&bootstrap);
+    let produced_before = read_requests(&kafka);
     stop(first).await;
 
-    produce_events(&producer, &after, None).await;
-    let second = start(config(&bootstrap, "restart-test")).await;
+    produce_events(&kafka, &producer, &after, None).await;
+    let second = start(config(&kafka, "restart-test")).await;
     wait_processed(&[&second], after.len()).await;
 
     assert_eq!(
@@ -41,7 +40,7 @@ async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
         before.len() as u64,
         "state rebuilt from exactly the committed prefix"
     );
-    let all = read_requests(&bootstrap);
+    let all = read_requests(&kafka);
     assert_eq!(all, expected, "no request lost, none twice");
     assert!(produced_before.len() < expected.len());
     stop(second).await;

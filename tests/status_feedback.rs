@@ -36,18 +36,17 @@ async fn model_json(http: std::net::SocketAddr) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let running = start(config(&bootstrap, "status-test")).await;
-    let producer = producer(&bootstrap);
+    let kafka = kafka().await;
+    let running = start(config(&kafka, "status-test")).await;
+    let producer = producer(&kafka);
     let mut sent = 0usize;
 
     // Three breaching 5-minute windows: one request.
     let batch = minutes(0, 21, 0.5);
     sent += batch.len();
-    produce_events(&producer, &batch, Some(Wire::Json)).await;
+    produce_events(&kafka, &producer, &batch, Some(Wire::Json)).await;
     wait_processed(&[&running], sent).await;
-    let first = read_requests(&bootstrap);
+    let first = read_requests(&kafka);
     assert_eq!(first.len(), 1);
     let view = model_json(running.http_addr).await;
     assert_eq!(
@@ -58,10 +57,10 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
     // Long after the cooldown, still breaching, still unresolved: nothing.
     let batch = minutes(21, 150, 0.5);
     sent += batch.len();
-    produce_events(&producer, &batch, Some(Wire::Json)).await;
+    produce_events(&kafka, &producer, &batch, Some(Wire::Json)).await;
     wait_processed(&[&running], sent).await;
     assert_eq!(
-        read_requests(&bootstrap),
+        read_requests(&kafka),
         first,
         "no second request while one is unresolved"
     );
@@ -79,7 +78,7 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
             new_version: None,
             timestamp: T0 + 150 * MIN,
         };
-        produce_status(&producer, &status).await;
+        produce_status(&kafka, &producer, &status).await;
     }
     wait_until("statuses applied", || {
         counter(&running, "statuses_total") == 2
@@ -92,9 +91,9 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
 
     let batch = minutes(150, 171, 0.5);
     sent += batch.len();
-    produce_events(&producer, &batch, Some(Wire::Json)).await;
+    produce_events(&kafka, &producer, &batch, Some(Wire::Json)).await;
     wait_processed(&[&running], sent).await;
-    let all = read_requests(&bootstrap);
+    let all = read_requests(&kafka);
     assert_eq!(all.len(), 2, "the model fires again once resolved");
     assert!(all
         .iter()
@@ -104,9 +103,8 @@ async fn terminal_status_reopens_the_model_and_nothing_fires_while_unresolved() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_unknown_models_over_http() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let running = start(config(&bootstrap, "http-test")).await;
+    let kafka = kafka().await;
+    let running = start(config(&kafka, "http-test")).await;
     let base = format!("http://{}", running.http_addr);
     wait_until("ready", || running.shared.lock().ready()).await;
     assert_eq!(
@@ -129,7 +127,7 @@ async fn health_readiness_metrics_and_unknown_models_over_http() {
     assert_eq!(missing.status(), 404);
 
     let batch = minutes(0, 10, 0.9);
-    produce_events(&producer(&bootstrap), &batch, Some(Wire::Json)).await;
+    produce_events(&kafka, &producer(&kafka), &batch, Some(Wire::Json)).await;
     wait_processed(&[&running], batch.len()).await;
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
@@ -138,13 +136,19 @@ async fn health_readiness_metrics_and_unknown_models_over_http() {
         .await
         .expect("body");
     for name in [
-        "driftwatch_records_consumed_total{topic=\"model-metrics\"} 10",
-        "driftwatch_records_applied_total{topic=\"model-metrics\"} 10",
-        "driftwatch_models_tracked 1",
-        "driftwatch_processing_seconds_bucket",
-        "driftwatch_partitions_assigned 4",
+        format!(
+            "driftwatch_records_consumed_total{{topic=\"{}\"}} 10",
+            kafka.metrics
+        ),
+        format!(
+            "driftwatch_records_applied_total{{topic=\"{}\"}} 10",
+            kafka.metrics
+        ),
+        "driftwatch_models_tracked 1".to_owned(),
+        "driftwatch_processing_seconds_bucket".to_owned(),
+        "driftwatch_partitions_assigned 4".to_owned(),
     ] {
-        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+        assert!(metrics.contains(&name), "missing {name} in\n{metrics}");
     }
     let view = model_json(running.http_addr).await;
     assert_eq!(view["model"], "fraud/scorer");

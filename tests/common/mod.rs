@@ -1,9 +1,11 @@
-//! Helpers for integration tests against librdkafka's in-process mock
-//! cluster: topics, a test configuration, producing events, reading topics
-//! back, and waiting on the service's own counters.
+//! Helpers for integration tests. They run against a real broker named by
+//! `DRIFTWATCH_TEST_BOOTSTRAP` (scripts/test.sh starts one), or else against
+//! librdkafka's in-process mock cluster. Each test gets its own topics and
+//! group ids, so tests can share one broker.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use driftwatch::codec::{schemas, Encoder};
@@ -11,6 +13,8 @@ use driftwatch::config::Config;
 use driftwatch::model::{MetricEvent, RetrainRequest, RetrainStatus};
 use driftwatch::service::{self, Running};
 use driftwatch::simulator::{Simulator, SimulatorConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -18,46 +22,192 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-pub const METRICS: &str = "model-metrics";
-pub const REQUESTS: &str = "retrain-requests";
-pub const STATUS: &str = "retrain-status";
-pub const DLQ: &str = "driftwatch-dlq";
 pub const METRIC_PARTITIONS: i32 = 4;
-pub const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(90);
+/// Names a real broker to run against (e.g. `127.0.0.1:9092`); unset, tests
+/// use librdkafka's in-process mock cluster.
+pub const BOOTSTRAP_ENV: &str = "DRIFTWATCH_TEST_BOOTSTRAP";
 
-/// A mock cluster with the service's topics.
-pub fn cluster() -> MockCluster<'static, DefaultProducerContext> {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster
-        .create_topic(METRICS, METRIC_PARTITIONS, 1)
-        .expect("topic");
-    cluster.create_topic(REQUESTS, 2, 1).expect("topic");
-    cluster.create_topic(STATUS, 2, 1).expect("topic");
-    cluster.create_topic(DLQ, 1, 1).expect("topic");
-    cluster
+/// A Kafka for one test: its own topics (unique names on a shared broker)
+/// and, without a real broker, the mock cluster that serves them.
+pub struct TestKafka {
+    pub bootstrap: String,
+    pub metrics: String,
+    pub requests: String,
+    pub status: String,
+    pub dlq: String,
+    suffix: String,
+    /// True on a real broker (transactions work there).
+    pub real: bool,
+    _mock: Option<MockCluster<'static, DefaultProducerContext>>,
 }
 
-/// The policies of the demo, reading JSON and Confluent Avro (schema id 1).
-pub fn config(bootstrap: &str, group: &str) -> Config {
-    Config::from_toml_str(&config_toml(bootstrap, group)).expect("test config")
+impl TestKafka {
+    /// A group id unique to this test run.
+    pub fn group(&self, name: &str) -> String {
+        format!("{name}-{}", self.suffix)
+    }
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, AtomicOrdering::Relaxed)
+    )
+}
+
+/// The real broker from [`BOOTSTRAP_ENV`], or a fresh mock cluster.
+pub async fn kafka() -> TestKafka {
+    match std::env::var(BOOTSTRAP_ENV) {
+        Ok(bootstrap) if !bootstrap.is_empty() => real_kafka(&bootstrap).await,
+        _ => mock_kafka(),
+    }
+}
+
+/// The real broker; fails the test (never skips it) when none is named.
+pub async fn real_broker() -> TestKafka {
+    let bootstrap = std::env::var(BOOTSTRAP_ENV).unwrap_or_default();
+    assert!(
+        !bootstrap.is_empty(),
+        "this test needs a real broker: run scripts/test.sh, or set {BOOTSTRAP_ENV}"
+    );
+    real_kafka(&bootstrap).await
+}
+
+fn topic_names(suffix: &str) -> [String; 4] {
+    [
+        format!("model-metrics-{suffix}"),
+        format!("retrain-requests-{suffix}"),
+        format!("retrain-status-{suffix}"),
+        format!("driftwatch-dlq-{suffix}"),
+    ]
+}
+
+fn mock_kafka() -> TestKafka {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let suffix = unique_suffix();
+    let [metrics, requests, status, dlq] = topic_names(&suffix);
+    cluster
+        .create_topic(&metrics, METRIC_PARTITIONS, 1)
+        .expect("topic");
+    cluster.create_topic(&requests, 2, 1).expect("topic");
+    cluster.create_topic(&status, 2, 1).expect("topic");
+    cluster.create_topic(&dlq, 1, 1).expect("topic");
+    TestKafka {
+        bootstrap: cluster.bootstrap_servers(),
+        metrics,
+        requests,
+        status,
+        dlq,
+        suffix,
+        real: false,
+        _mock: Some(cluster),
+    }
+}
+
+async fn real_kafka(bootstrap: &str) -> TestKafka {
+    let suffix = unique_suffix();
+    let [metrics, requests, status, dlq] = topic_names(&suffix);
+    create_topics(
+        bootstrap,
+        &[
+            (&metrics, METRIC_PARTITIONS),
+            (&requests, 2),
+            (&status, 2),
+            (&dlq, 1),
+        ],
+    )
+    .await;
+    TestKafka {
+        bootstrap: bootstrap.to_owned(),
+        metrics,
+        requests,
+        status,
+        dlq,
+        suffix,
+        real: true,
+        _mock: None,
+    }
+}
+
+/// Creates topics on a real broker.
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("create topics")
+    {
+        result.expect("topic created");
+    }
+}
+
+/// The policies of the demo, on this test's topics, reading JSON and
+/// Confluent Avro (schema id 1).
+pub fn config(kafka: &TestKafka, group: &str) -> Config {
+    Config::from_toml_str(&config_toml(kafka, group)).expect("test config")
 }
 
 /// The TOML text behind [`config`].
-pub fn config_toml(bootstrap: &str, group: &str) -> String {
-    driftwatch::demo::DEMO_CONFIG
-        .replace(
-            "bootstrap_servers = \"in-process\"",
-            &format!("bootstrap_servers = \"{bootstrap}\""),
-        )
-        .replace(
-            "group_id = \"driftwatch-demo\"",
-            &format!("group_id = \"{group}\""),
-        )
-        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"")
-        .replace(
-            "[format]\nkind = \"json\"",
-            "[format]\nkind = \"auto\"\nschemas = { \"1\" = \"schemas/metric_event.avsc\" }",
-        )
+pub fn config_toml(kafka: &TestKafka, group: &str) -> String {
+    let set = |text: String, key: &str, old: &str, new: &str| {
+        text.replace(&format!("{key} = {old}"), &format!("{key} = {new}"))
+    };
+    let mut toml = driftwatch::demo::DEMO_CONFIG.to_owned();
+    toml = set(
+        toml,
+        "bootstrap_servers",
+        "\"in-process\"",
+        &format!("\"{}\"", kafka.bootstrap),
+    );
+    toml = set(
+        toml,
+        "group_id",
+        "\"driftwatch-demo\"",
+        &format!("\"{}\"", kafka.group(group)),
+    );
+    toml = set(
+        toml,
+        "input_topics",
+        "[\"model-metrics\"]",
+        &format!("[\"{}\"]", kafka.metrics),
+    );
+    toml = set(
+        toml,
+        "output_topic",
+        "\"retrain-requests\"",
+        &format!("\"{}\"", kafka.requests),
+    );
+    toml = set(
+        toml,
+        "status_topic",
+        "\"retrain-status\"",
+        &format!("\"{}\"", kafka.status),
+    );
+    toml = set(
+        toml,
+        "dlq_topic",
+        "\"driftwatch-dlq\"",
+        &format!("\"{}\"", kafka.dlq),
+    );
+    toml = set(toml, "listen", "\"127.0.0.1:9464\"", "\"127.0.0.1:0\"");
+    toml.replace(
+        "[format]\nkind = \"json\"",
+        "[format]\nkind = \"auto\"\nschemas = { \"1\" = \"schemas/metric_event.avsc\" }",
+    )
 }
 
 /// A deterministic stream: `ticks` events for each of `models` models, of
@@ -83,9 +233,9 @@ pub fn sorted(mut requests: Vec<RetrainRequest>) -> Vec<RetrainRequest> {
     requests
 }
 
-pub fn producer(bootstrap: &str) -> FutureProducer {
+pub fn producer(kafka: &TestKafka) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", &kafka.bootstrap)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -99,10 +249,15 @@ pub enum Wire {
     ConfluentAvro,
 }
 
-/// Produces `events` keyed by lineage: models with an even index in the
-/// model name's number as JSON, odd as Confluent Avro (schema id 1), unless
+/// Produces `events` to the metric topic keyed by lineage: models whose
+/// number is even as JSON, odd as Confluent Avro (schema id 1), unless
 /// `only` forces one wire format.
-pub async fn produce_events(producer: &FutureProducer, events: &[MetricEvent], only: Option<Wire>) {
+pub async fn produce_events(
+    kafka: &TestKafka,
+    producer: &FutureProducer,
+    events: &[MetricEvent],
+    only: Option<Wire>,
+) {
     let json = Encoder::<MetricEvent>::json();
     let avro = Encoder::<MetricEvent>::confluent(1, schemas::METRIC_EVENT).expect("encoder");
     let mut deliveries = Vec::with_capacity(events.len());
@@ -126,7 +281,7 @@ pub async fn produce_events(producer: &FutureProducer, events: &[MetricEvent], o
         }
         .expect("encode");
         let key = event.model.lineage();
-        let record = FutureRecord::to(METRICS).key(&key).payload(&payload);
+        let record = FutureRecord::to(&kafka.metrics).key(&key).payload(&payload);
         deliveries.push(
             producer
                 .send_result(record)
@@ -159,68 +314,71 @@ pub async fn produce_raw(
         .expect("produce");
 }
 
-pub async fn produce_status(producer: &FutureProducer, status: &RetrainStatus) {
+pub async fn produce_status(kafka: &TestKafka, producer: &FutureProducer, status: &RetrainStatus) {
     let payload = serde_json::to_vec(status).expect("json");
     produce_raw(
         producer,
-        STATUS,
+        &kafka.status,
         Some(status.model.lineage().as_bytes()),
         Some(&payload),
     )
     .await;
 }
 
-/// Every record of `topic` from the beginning up to its current end.
+/// Every committed record of `topic` from the beginning up to its current
+/// end (read_committed: records of aborted transactions are not seen).
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in &partitions {
+    for p in metadata.topics()[0].partitions() {
         let (_, high) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
             .expect("watermarks");
-        if high > 0 {
-            ends.insert(*p, high);
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .expect("tpl");
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return out;
+        ends.insert(p.id(), high);
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + WAIT;
-    let mut done: HashMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
-    while done.values().any(|d| !d) {
+    let mut out = Vec::new();
+    loop {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
-        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
-            if msg.offset() + 1 >= ends[&msg.partition()] {
-                done.insert(msg.partition(), true);
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => out.push(msg.detach()),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {
+                // Positions move past transaction markers too, so compare
+                // them, not the last record's offset, with the end.
+                let positions = consumer.position().expect("position");
+                let caught_up = ends.iter().all(|(p, high)| {
+                    *high == 0
+                        || matches!(
+                            positions.find_partition(topic, *p).map(|e| e.offset()),
+                            Some(Offset::Offset(pos)) if pos >= *high
+                        )
+                });
+                if caught_up {
+                    return out;
+                }
             }
-            out.push(msg.detach());
         }
     }
-    out
 }
 
 /// The retrain requests on the output topic, sorted by id.
-pub fn read_requests(bootstrap: &str) -> Vec<RetrainRequest> {
+pub fn read_requests(kafka: &TestKafka) -> Vec<RetrainRequest> {
     sorted(
-        read_topic(bootstrap, REQUESTS)
+        read_topic(&kafka.bootstrap, &kafka.requests)
             .iter()
             .map(|m| serde_json::from_slice(m.payload().expect("payload")).expect("request json"))
             .collect(),
