@@ -17,6 +17,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
@@ -327,11 +328,15 @@ pub async fn produce_status(kafka: &TestKafka, producer: &FutureProducer, status
 
 /// Every committed record of `topic` from the beginning up to its current
 /// end (read_committed: records of aborted transactions are not seen).
+///
+/// The end is where a fetch reports end-of-partition, not ListOffsets: the
+/// tansu broker's ListOffsets answers the last batch's base offset + 1.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
@@ -339,40 +344,40 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
     let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    let mut at_end: HashMap<i32, bool> = HashMap::new();
     for p in metadata.topics()[0].partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p.id(), high);
+        at_end.insert(p.id(), false);
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();
-    loop {
+    while at_end.values().any(|done| !done) {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(msg)) => out.push(msg.detach()),
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {
-                // Positions move past transaction markers too, so compare
-                // them, not the last record's offset, with the end.
-                let positions = consumer.position().expect("position");
-                let caught_up = ends.iter().all(|(p, high)| {
-                    *high == 0
-                        || matches!(
-                            positions.find_partition(topic, *p).map(|e| e.offset()),
-                            Some(Offset::Offset(pos)) if pos >= *high
-                        )
-                });
-                if caught_up {
-                    return out;
-                }
+            Some(Ok(msg)) => {
+                at_end.insert(msg.partition(), false);
+                out.push(msg.detach());
             }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p, true);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
         }
     }
+    out
+}
+
+/// The next offset of each partition of `topic`: its record count.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
+    let mut ends = HashMap::new();
+    for msg in read_topic(bootstrap, topic) {
+        let end = ends.entry(msg.partition()).or_insert(0);
+        *end = (*end).max(msg.offset() + 1);
+    }
+    ends
 }
 
 /// The retrain requests on the output topic, sorted by id.
