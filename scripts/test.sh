@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README, and all that CI runs (.ci/run calls it).
-# On a fresh machine it installs what the build needs, then checks format
-# and lints, and runs every test.
+# On a fresh machine it installs what the build needs and the test broker,
+# then checks format and lints, and runs every test against the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 pkg-config --exists zlib 2>/dev/null || need_apt+=(zlib1g-dev)
+python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing build dependencies: ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then
@@ -24,5 +25,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
+# The integration tests run against a real broker: tansu, installed and
+# started here, or the one DRIFTWATCH_TEST_BOOTSTRAP names.
+# shellcheck source=scripts/test-broker.sh
+source scripts/test-broker.sh
+
+echo "== cargo test (broker: $DRIFTWATCH_TEST_BOOTSTRAP)"
 cargo test --all-targets
