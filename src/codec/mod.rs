@@ -12,6 +12,7 @@ mod encode;
 mod error;
 mod file;
 mod registry;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use decode::Decoder;
 pub use encode::Encoder;
 pub use error::{CodecError, DecodeError, EncodeError};
 pub use file::{read_events_file, write_events_ocf};
+pub use snapshot::SnapshotCodec;
 
 /// The built-in (current) Avro schemas of the domain types in [`crate::model`].
 pub mod schemas {
@@ -31,6 +33,10 @@ pub mod schemas {
     pub const RETRAIN_REQUEST: &str = include_str!("../../schemas/retrain_request.avsc");
     /// Schema of [`crate::model::RetrainStatus`].
     pub const RETRAIN_STATUS: &str = include_str!("../../schemas/retrain_status.avsc");
+    /// Version 1 of [`crate::engine::snapshot::ModelSnapshot`] (changelog values).
+    pub const MODEL_SNAPSHOT_V1: &str = include_str!("../../schemas/model_snapshot_v1.avsc");
+    /// The snapshot schema this build writes and reads into.
+    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V1;
 }
 
 /// Which wire format a topic carries.

@@ -5,6 +5,7 @@
 
 pub mod detector;
 pub mod policy;
+pub mod snapshot;
 pub mod state;
 pub mod window;
 
@@ -198,9 +199,12 @@ impl Engine {
                 .map_or(event.timestamp, |t| t.max(event.timestamp)),
         );
 
+        let backing_off = model
+            .backoff_until
+            .is_some_and(|until| candidates.iter().all(|c| c.window.end < until));
         let request = if candidates.is_empty() {
             None
-        } else if model.in_flight.is_some() {
+        } else if model.in_flight.is_some() || backing_off {
             model.counters.suppressed_while_in_flight += 1;
             None
         } else {
@@ -327,14 +331,19 @@ impl Engine {
     }
 
     fn resolve(&self, model: &mut ModelState, status: StatusKind, new_version: Option<String>) {
-        model.in_flight = None;
+        let issued_at = model.in_flight.take().map_or(i64::MIN, |f| f.issued_at);
+        let policy = self.policies.for_lineage(&model.lineage);
+        if status == StatusKind::Failed {
+            let backoff = policy.map_or(0, |p| p.failed_backoff_ms);
+            if backoff > 0 {
+                let from = model.last_event_at.unwrap_or(issued_at).max(issued_at);
+                model.backoff_until = Some(from.saturating_add(backoff));
+            }
+        }
         if status == StatusKind::Succeeded {
+            model.backoff_until = None;
             if let Some(version) = new_version {
-                let rules = self
-                    .policies
-                    .for_lineage(&model.lineage)
-                    .map(|p| p.rules.as_slice())
-                    .unwrap_or(&[]);
+                let rules = policy.map(|p| p.rules.as_slice()).unwrap_or(&[]);
                 model.start_version(Some(version), rules);
             }
         }

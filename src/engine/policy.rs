@@ -83,6 +83,8 @@ pub struct Policy {
     pub rules: Vec<RuleSpec>,
     /// Event time after which an unresolved request no longer blocks new ones.
     pub request_timeout_ms: i64,
+    /// Event time after a FAILED request before a new request may fire.
+    pub failed_backoff_ms: i64,
 }
 
 impl Policy {
@@ -98,7 +100,14 @@ impl Policy {
             matcher,
             rules,
             request_timeout_ms,
+            failed_backoff_ms: 0,
         })
+    }
+
+    /// Sets the back-off after a FAILED request.
+    pub fn with_failed_backoff(mut self, failed_backoff_ms: i64) -> Self {
+        self.failed_backoff_ms = failed_backoff_ms;
+        self
     }
 
     pub fn matches(&self, lineage: &str) -> bool {

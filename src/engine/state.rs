@@ -87,8 +87,13 @@ pub struct ModelState {
     pub policy: String,
     pub rules: Vec<RuleState>,
     pub in_flight: Option<InFlight>,
+    /// After a FAILED request: event time before which no new request fires.
+    pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
     pub counters: ModelCounters,
+    /// Input offset up to which this state is durable in the changelog:
+    /// records of this model below it are already reflected and skipped.
+    pub input_offset: i64,
 }
 
 impl ModelState {
@@ -102,8 +107,10 @@ impl ModelState {
             policy: policy.to_owned(),
             rules: rules.iter().map(RuleState::new).collect(),
             in_flight: None,
+            backoff_until: None,
             last_event_at: None,
             counters: ModelCounters::default(),
+            input_offset: 0,
         }
     }
 
@@ -129,6 +136,7 @@ impl ModelState {
             policy: self.policy.clone(),
             last_event_at: self.last_event_at,
             in_flight: self.in_flight.clone(),
+            backoff_until: self.backoff_until,
             counters: self.counters.clone(),
             rules: specs
                 .iter()
@@ -161,6 +169,7 @@ pub struct ModelView {
     pub policy: String,
     pub last_event_at: Option<i64>,
     pub in_flight: Option<InFlight>,
+    pub backoff_until: Option<i64>,
     pub counters: ModelCounters,
     pub rules: BTreeMap<String, RuleView>,
 }

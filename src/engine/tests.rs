@@ -336,3 +336,30 @@ fn late_events_are_counted_as_too_late() {
         EventOutcome::Skipped(SkipReason::TooLate)
     );
 }
+
+#[test]
+fn failed_backs_off_before_a_new_request_and_succeeded_does_not() {
+    let mut r = rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune);
+    r.cooldown_ms = 0;
+    let policy = Policy::new("*", vec![r], 6 * 60 * MIN)
+        .expect("glob")
+        .with_failed_backoff(30 * MIN);
+    let e = Engine::new(PolicySet::new(vec![policy]), Limits::default());
+    let mut part = PartitionState::default();
+    let first = feed(&e, &mut part, "m", 0, 6, 0.5);
+    assert_eq!(first.len(), 1);
+    assert!(feed(&e, &mut part, "m", 6, 10, 0.5).is_empty());
+    // FAILED at event time 9 min: back off until 39 min.
+    e.apply_status(&mut part, &status(&first[0], StatusKind::Failed, None));
+    assert_eq!(
+        part.model("p/m").and_then(|m| m.backoff_until),
+        Some(39 * MIN)
+    );
+    assert!(feed(&e, &mut part, "m", 10, 40, 0.5).is_empty());
+    let second = feed(&e, &mut part, "m", 40, 46, 0.5);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].triggered_at, 40 * MIN);
+    // SUCCEEDED clears any back-off.
+    e.apply_status(&mut part, &status(&second[0], StatusKind::Succeeded, None));
+    assert_eq!(part.model("p/m").and_then(|m| m.backoff_until), None);
+}
