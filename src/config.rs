@@ -62,6 +62,26 @@ pub struct KafkaConfig {
     pub topic_replication: i32,
     /// Pass-through librdkafka properties.
     pub properties: BTreeMap<String, String>,
+    /// Delivery guarantee of the pipeline.
+    pub processing: Processing,
+    /// How often a transaction is committed (exactly-once) or offsets are
+    /// stored (at-least-once), in ms.
+    pub commit_interval_ms: u64,
+    /// Compacted topic holding model state snapshots.
+    pub changelog_topic: String,
+    /// Stable identity of this instance (its transactional id is
+    /// `<group_id>-<instance_id>`); a restarted instance with the same id
+    /// fences its predecessor's open transaction.
+    pub instance_id: String,
+}
+
+/// Delivery guarantee (`kafka.processing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processing {
+    /// Requests, state snapshots and consumed offsets commit in one transaction.
+    ExactlyOnce,
+    /// Offsets are stored after outputs are acknowledged; duplicates share ids.
+    AtLeastOnce,
 }
 
 /// Which topics to consume telemetry from.
@@ -86,6 +106,8 @@ pub struct EngineConfig {
     pub max_models_per_partition: usize,
     /// Default event time an unresolved request blocks new ones, in ms.
     pub request_timeout_ms: i64,
+    /// Default event time after a FAILED request before a new one, in ms.
+    pub failed_backoff_ms: i64,
 }
 
 /// A configuration problem: the dotted key it concerns and what is wrong.
@@ -424,6 +446,10 @@ struct RawKafka {
     topic_partitions: i64,
     topic_replication: i64,
     properties: BTreeMap<String, Text>,
+    processing: Text,
+    commit_interval: Text,
+    changelog_topic: Option<Text>,
+    instance_id: Option<Text>,
 }
 
 impl Default for RawKafka {
@@ -440,6 +466,10 @@ impl Default for RawKafka {
             topic_partitions: 6,
             topic_replication: 1,
             properties: BTreeMap::new(),
+            processing: "exactly_once".into(),
+            commit_interval: "100ms".into(),
+            changelog_topic: None,
+            instance_id: None,
         }
     }
 }
@@ -463,6 +493,7 @@ impl Default for RawHttp {
 struct RawEngine {
     max_models_per_partition: i64,
     request_timeout: Text,
+    failed_backoff: Text,
 }
 
 impl Default for RawEngine {
@@ -470,6 +501,7 @@ impl Default for RawEngine {
         RawEngine {
             max_models_per_partition: 100_000,
             request_timeout: "6h".into(),
+            failed_backoff: "30m".into(),
         }
     }
 }
@@ -480,6 +512,7 @@ struct RawPolicy {
     #[serde(rename = "match")]
     pattern: Text,
     request_timeout: Option<Text>,
+    failed_backoff: Option<Text>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
@@ -678,12 +711,13 @@ impl RawConfig {
                 "engine.request_timeout",
                 &self.engine.request_timeout,
             )?,
+            failed_backoff_ms: duration_ms("engine.failed_backoff", &self.engine.failed_backoff)?,
         };
 
         let mut policies = Vec::with_capacity(self.policy.len());
         let mut patterns: BTreeMap<String, usize> = BTreeMap::new();
         for (i, raw) in self.policy.into_iter().enumerate() {
-            let policy = raw.compile(&format!("policy[{i}]"), engine.request_timeout_ms)?;
+            let policy = raw.compile(&format!("policy[{i}]"), &engine)?;
             if let Some(first) = patterns.insert(policy.pattern.clone(), i) {
                 return Err(ConfigError::new(
                     format!("policy[{i}].match"),
@@ -807,7 +841,37 @@ impl RawKafka {
             properties.insert(name, value);
         }
 
+        let processing = match self.processing.0.trim() {
+            "exactly_once" => Processing::ExactlyOnce,
+            "at_least_once" => Processing::AtLeastOnce,
+            other => {
+                return Err(ConfigError::new(
+                    "kafka.processing",
+                    format!("{other:?} is not one of: exactly_once, at_least_once"),
+                ))
+            }
+        };
+        let commit_interval_ms =
+            positive_duration_ms("kafka.commit_interval", &self.commit_interval)? as u64;
+        let changelog_topic = match &self.changelog_topic {
+            Some(topic) => non_empty("kafka.changelog_topic", topic)?,
+            None => format!("{group_id}-changelog"),
+        };
+        if consumed(&changelog_topic) || own.iter().any(|(_, t)| **t == changelog_topic) {
+            return Err(ConfigError::new(
+                "kafka.changelog_topic",
+                format!("{changelog_topic:?} is already used as an input or output topic"),
+            ));
+        }
+        let instance_id = match &self.instance_id {
+            Some(id) => non_empty("kafka.instance_id", id)?,
+            None => default_instance_id(),
+        };
         let kafka = KafkaConfig {
+            processing,
+            commit_interval_ms,
+            changelog_topic,
+            instance_id,
             bootstrap_servers,
             group_id,
             input,
@@ -821,6 +885,16 @@ impl RawKafka {
         };
         Ok((kafka, regex))
     }
+}
+
+/// The host name (stable for a pod of a StatefulSet), else "driftwatch".
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "driftwatch".to_owned())
 }
 
 fn input_list(list: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -865,12 +939,16 @@ fn input_pattern(pattern: &Text) -> Result<(String, Regex), ConfigError> {
 }
 
 impl RawPolicy {
-    fn compile(self, key: &str, default_timeout_ms: i64) -> Result<Policy, ConfigError> {
+    fn compile(self, key: &str, defaults: &EngineConfig) -> Result<Policy, ConfigError> {
         let match_key = format!("{key}.match");
         let pattern = non_empty(&match_key, &self.pattern)?;
         let request_timeout_ms = match &self.request_timeout {
             Some(timeout) => positive_duration_ms(&format!("{key}.request_timeout"), timeout)?,
-            None => default_timeout_ms,
+            None => defaults.request_timeout_ms,
+        };
+        let failed_backoff_ms = match &self.failed_backoff {
+            Some(backoff) => duration_ms(&format!("{key}.failed_backoff"), backoff)?,
+            None => defaults.failed_backoff_ms,
         };
         if self.rule.is_empty() {
             return Err(ConfigError::new(
@@ -892,6 +970,7 @@ impl RawPolicy {
             rules.push(rule);
         }
         Policy::new(&pattern, rules, request_timeout_ms)
+            .map(|p| p.with_failed_backoff(failed_backoff_ms))
             .map_err(|e| ConfigError::new(match_key, format!("not a valid glob: {e}")))
     }
 }

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// the `mean` or `rate` aggregate watches the model's error rate.
 pub const INFERENCE_ERROR_METRIC: &str = "inference_error";
 
+/// Latest accepted event time: 9999-12-31T23:59:59.999Z. Keeps window
+/// arithmetic far from overflow.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
 /// Well-known metric names. Any other name is a custom metric and equally valid.
 pub const WELL_KNOWN_METRICS: &[&str] = &[
     "accuracy",
@@ -88,6 +92,8 @@ pub enum InvalidEvent {
     SlashInLineage(String),
     #[error("timestamp {0} is negative")]
     NegativeTimestamp(i64),
+    #[error("timestamp {0} is after the year 9999 (milliseconds expected)")]
+    FarFutureTimestamp(i64),
     #[error("metric {name:?} is not a finite number ({value})")]
     NonFiniteMetric { name: String, value: f64 },
     #[error("event carries neither metrics nor an error")]
@@ -108,6 +114,9 @@ impl MetricEvent {
         }
         if self.timestamp < 0 {
             return Err(InvalidEvent::NegativeTimestamp(self.timestamp));
+        }
+        if self.timestamp > MAX_TIMESTAMP_MS {
+            return Err(InvalidEvent::FarFutureTimestamp(self.timestamp));
         }
         if let Some((name, value)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
             return Err(InvalidEvent::NonFiniteMetric {
@@ -239,6 +248,11 @@ mod tests {
         let mut e = event();
         e.timestamp = -1;
         assert_eq!(e.validate(), Err(InvalidEvent::NegativeTimestamp(-1)));
+        e.timestamp = i64::MAX - 1;
+        assert_eq!(
+            e.validate(),
+            Err(InvalidEvent::FarFutureTimestamp(i64::MAX - 1))
+        );
         let mut e = event();
         e.metrics.clear();
         assert_eq!(e.validate(), Err(InvalidEvent::Empty));

@@ -146,6 +146,11 @@ impl Engine {
             (_, Some(v)) if model.retired_versions.contains(v) => {
                 return EventOutcome::Skipped(SkipReason::StaleVersion);
             }
+            // An unknown version older than what the model has seen is a
+            // straggler, not a deployment.
+            (_, Some(_)) if model.last_event_at.is_some_and(|t| event.timestamp < t) => {
+                return EventOutcome::Skipped(SkipReason::StaleVersion);
+            }
             (_, Some(v)) => model.start_version(Some(v.clone()), &policy.rules),
         }
 
@@ -159,6 +164,7 @@ impl Engine {
 
         let mut offered = 0;
         let mut late = 0;
+        let mut overflow = 0;
         let mut candidates = Vec::new();
         let mut closed = Vec::new();
         for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
@@ -172,7 +178,8 @@ impl Engine {
                 .push(event.timestamp, value, spec.aggregate, &mut closed)
             {
                 Placement::Accepted => {}
-                Placement::TooLate | Placement::Overflow => late += 1,
+                Placement::TooLate => late += 1,
+                Placement::Overflow => overflow += 1,
             }
             for window in &closed {
                 if rule.evaluate(spec, *window) {
@@ -193,6 +200,7 @@ impl Engine {
         }
         model.counters.events_applied += 1;
         model.counters.late_samples += late as u64;
+        model.counters.overflow_samples += overflow as u64;
         model.last_event_at = Some(
             model
                 .last_event_at
@@ -252,7 +260,7 @@ impl Engine {
             version: model.version.clone().or_else(|| model_ref.version.clone()),
             ..model_ref.clone()
         };
-        let request_id = request_id(&model_ref, &fired, triggered_at);
+        let request_id = request_id(&model_ref, &fired, primary.window.start, triggered_at);
         let mut evidence = BTreeMap::new();
         evidence.insert("policy".to_owned(), policy.pattern.clone());
         evidence.insert("rules_fired".to_owned(), fired.join(","));
@@ -342,7 +350,7 @@ impl Engine {
         }
         if status == StatusKind::Succeeded {
             model.backoff_until = None;
-            if let Some(version) = new_version {
+            if let Some(version) = new_version.filter(|v| model.version.as_ref() != Some(v)) {
                 let rules = policy.map(|p| p.rules.as_slice()).unwrap_or(&[]);
                 model.start_version(Some(version), rules);
             }
@@ -350,9 +358,14 @@ impl Engine {
     }
 }
 
-/// A deterministic request id: the same model, rules and event time always
+/// A deterministic request id: the same model, rules and windows always
 /// give the same id, however the input was delivered.
-pub fn request_id(model: &ModelRef, fired_rules: &[&str], triggered_at: i64) -> String {
+pub fn request_id(
+    model: &ModelRef,
+    fired_rules: &[&str],
+    window_start: i64,
+    triggered_at: i64,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(model.project.as_bytes());
     hasher.update([0]);
@@ -364,6 +377,7 @@ pub fn request_id(model: &ModelRef, fired_rules: &[&str], triggered_at: i64) -> 
         hasher.update(rule.as_bytes());
         hasher.update([0]);
     }
+    hasher.update(window_start.to_be_bytes());
     hasher.update(triggered_at.to_be_bytes());
     let digest = hasher.finalize();
     let mut id = String::with_capacity(32);

@@ -95,6 +95,7 @@ impl ModelSnapshot {
             counters: BTreeMap::from([
                 ("events_applied".to_owned(), c.events_applied as i64),
                 ("late_samples".to_owned(), c.late_samples as i64),
+                ("overflow_samples".to_owned(), c.overflow_samples as i64),
                 ("requests".to_owned(), c.requests as i64),
                 (
                     "suppressed_while_in_flight".to_owned(),
@@ -149,6 +150,7 @@ impl ModelSnapshot {
         model.counters = ModelCounters {
             events_applied: get("events_applied"),
             late_samples: get("late_samples"),
+            overflow_samples: get("overflow_samples"),
             requests: get("requests"),
             suppressed_while_in_flight: get("suppressed_while_in_flight"),
             request_timeouts: get("request_timeouts"),

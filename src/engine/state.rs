@@ -70,6 +70,8 @@ pub struct InFlight {
 pub struct ModelCounters {
     pub events_applied: u64,
     pub late_samples: u64,
+    /// Samples dropped because a window was full.
+    pub overflow_samples: u64,
     pub requests: u64,
     pub suppressed_while_in_flight: u64,
     pub request_timeouts: u64,

@@ -271,10 +271,11 @@ fn cooldown_blocks_refiring_in_event_time() {
 #[test]
 fn request_ids_are_deterministic_and_distinguish_inputs() {
     let m = ModelRef::new("p", "m", Some("1"));
-    assert_eq!(request_id(&m, &["a"], 5), request_id(&m, &["a"], 5));
-    assert_ne!(request_id(&m, &["a"], 5), request_id(&m, &["a"], 6));
-    assert_ne!(request_id(&m, &["a"], 5), request_id(&m, &["b"], 5));
-    assert_eq!(request_id(&m, &["a"], 5).len(), 32);
+    assert_eq!(request_id(&m, &["a"], 0, 5), request_id(&m, &["a"], 0, 5));
+    assert_ne!(request_id(&m, &["a"], 0, 5), request_id(&m, &["a"], 0, 6));
+    assert_ne!(request_id(&m, &["a"], 0, 5), request_id(&m, &["a"], 1, 5));
+    assert_ne!(request_id(&m, &["a"], 0, 5), request_id(&m, &["b"], 0, 5));
+    assert_eq!(request_id(&m, &["a"], 0, 5).len(), 32);
 }
 
 #[test]
@@ -362,4 +363,69 @@ fn failed_backs_off_before_a_new_request_and_succeeded_does_not() {
     // SUCCEEDED clears any back-off.
     e.apply_status(&mut part, &status(&second[0], StatusKind::Succeeded, None));
     assert_eq!(part.model("p/m").and_then(|m| m.backoff_until), None);
+}
+
+#[test]
+fn a_late_event_of_an_older_unknown_version_does_not_take_the_model_over() {
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        1,
+        Action::FineTune,
+    )]);
+    let mut part = PartitionState::default();
+    let at = |v: &str, m: i64| {
+        let mut ev = event("m", m * MIN, &[("accuracy", 0.9)]);
+        ev.model.version = Some(v.to_owned());
+        ev
+    };
+    assert!(matches!(
+        e.apply_event(&mut part, &at("2", 10)),
+        EventOutcome::Applied { .. }
+    ));
+    assert_eq!(
+        e.apply_event(&mut part, &at("1", 9)),
+        EventOutcome::Skipped(SkipReason::StaleVersion)
+    );
+    assert!(matches!(
+        e.apply_event(&mut part, &at("2", 11)),
+        EventOutcome::Applied { .. }
+    ));
+    // A newer unknown version is a deployment.
+    assert!(matches!(
+        e.apply_event(&mut part, &at("3", 12)),
+        EventOutcome::Applied { .. }
+    ));
+    assert_eq!(
+        part.model("p/m").and_then(|m| m.version.clone()).as_deref(),
+        Some("3")
+    );
+}
+
+#[test]
+fn succeeded_naming_the_version_already_watched_keeps_its_windows() {
+    let e = engine(vec![rule(
+        "acc",
+        "accuracy",
+        Some(0.85),
+        None,
+        2,
+        Action::FineTune,
+    )]);
+    let mut part = PartitionState::default();
+    let first = feed(&e, &mut part, "m", 0, 11, 0.5);
+    assert_eq!(first.len(), 1);
+    let mut v2 = event("m", 11 * MIN, &[("accuracy", 0.9)]);
+    v2.model.version = Some("2".into());
+    e.apply_event(&mut part, &v2);
+    e.apply_status(
+        &mut part,
+        &status(&first[0], StatusKind::Succeeded, Some("2")),
+    );
+    let model = part.model("p/m").expect("tracked");
+    assert_eq!(model.version.as_deref(), Some("2"));
+    assert_eq!(model.rules[0].window.buffered(), 1, "the v2 sample is kept");
+    assert!(model.in_flight.is_none());
 }

@@ -148,8 +148,9 @@ impl WindowState {
                 samples,
             } => {
                 let (size, slide) = (*size_ms, *slide_ms);
-                let mut end = next_end.unwrap_or_else(|| align_down(ts, slide) + size);
-                if ts < end - size {
+                let mut end =
+                    next_end.unwrap_or_else(|| align_down(ts, slide).saturating_add(size));
+                if ts < end.saturating_sub(size) {
                     return Placement::TooLate;
                 }
                 while end <= ts {
@@ -167,11 +168,11 @@ impl WindowState {
                             samples: in_window.len(),
                         });
                     }
-                    end += slide;
+                    end = end.saturating_add(slide);
                     let newest = samples.iter().map(|(t, _)| *t).max();
                     if newest.is_none_or(|n| n < end - size) {
                         // Nothing buffered reaches the next window: skip the gap.
-                        end = end.max(align_down(ts, slide) + slide);
+                        end = end.max(align_down(ts, slide).saturating_add(slide));
                         break;
                     }
                 }
