@@ -64,6 +64,7 @@ pub async fn run(
     cluster.create_topic("model-metrics", METRIC_PARTITIONS, 1)?;
     cluster.create_topic(&config.kafka.output_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.dlq_topic, 1, 1)?;
+    cluster.create_topic(&config.kafka.changelog_topic, METRIC_PARTITIONS, 1)?;
     if let Some(status) = &config.kafka.status_topic {
         cluster.create_topic(status, 1, 1)?;
     }

@@ -17,8 +17,12 @@ pub struct Metrics {
     pub records_dead_lettered: IntCounterVec,
     /// Records deliberately not applied, by reason (no_policy, too_late, ...).
     pub records_skipped: IntCounterVec,
-    /// Records re-read on assignment to rebuild state (their outputs were already produced).
-    pub records_restored: IntCounterVec,
+    /// Changelog records read back while restoring state.
+    pub changelog_records_restored: IntCounter,
+    /// Time to restore one partition's state.
+    pub restore_seconds: Histogram,
+    /// Transactions committed and aborted (exactly-once mode).
+    pub transactions: IntCounterVec,
     /// Retrain requests produced, by action.
     pub requests_produced: IntCounterVec,
     /// Statuses received from the coordinator, by outcome.
@@ -35,7 +39,7 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Time to decode and apply one record.
     pub processing_seconds: Histogram,
-    /// Time from a batch's first record to its outputs being acknowledged.
+    /// Time to commit (exactly-once) or to settle and store (at-least-once).
     pub commit_batch_seconds: HistogramVec,
 }
 
@@ -68,10 +72,20 @@ impl Metrics {
             "Records counted under an explicit policy instead of applied.",
             &["topic", "reason"],
         )?;
-        let records_restored = counter(
-            "records_restored_total",
-            "Records re-read to rebuild state after an assignment.",
-            &["topic"],
+        let changelog_records_restored = IntCounter::new(
+            "changelog_records_restored_total",
+            "Changelog records read back while restoring state.",
+        )?;
+        registry.register(Box::new(changelog_records_restored.clone()))?;
+        let restore_seconds = Histogram::with_opts(
+            HistogramOpts::new("restore_seconds", "Time to restore one partition's state.")
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
+        )?;
+        registry.register(Box::new(restore_seconds.clone()))?;
+        let transactions = counter(
+            "transactions_total",
+            "Transactions by outcome (committed, aborted).",
+            &["outcome"],
         )?;
         let requests_produced = counter(
             "requests_produced_total",
@@ -115,11 +129,11 @@ impl Metrics {
         registry.register(Box::new(processing_seconds.clone()))?;
         let commit_batch_seconds = HistogramVec::new(
             HistogramOpts::new(
-                "batch_seconds",
-                "Time from a batch's first record until its outputs are acknowledged and offsets stored.",
+                "commit_seconds",
+                "Time to make processed work durable: commit a transaction, or await outputs and store offsets.",
             )
             .buckets(vec![1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
-            &["outputs"],
+            &["mode"],
         )?;
         registry.register(Box::new(commit_batch_seconds.clone()))?;
         Ok(Metrics {
@@ -128,7 +142,9 @@ impl Metrics {
             records_applied,
             records_dead_lettered,
             records_skipped,
-            records_restored,
+            changelog_records_restored,
+            restore_seconds,
+            transactions,
             requests_produced,
             statuses,
             models_tracked,

@@ -19,6 +19,7 @@ pub fn configured_topics(config: &Config) -> Vec<String> {
     topics.push(k.output_topic.clone());
     topics.push(k.dlq_topic.clone());
     topics.extend(k.status_topic.clone());
+    topics.push(k.changelog_topic.clone());
     topics.sort();
     topics.dedup();
     topics
@@ -52,4 +53,67 @@ pub async fn ensure_topics(config: &Config) -> Result<(), PipelineError> {
         }
     }
     Ok(())
+}
+
+/// Makes sure the changelog topic exists with at least as many partitions
+/// as any input topic (it is co-partitioned with the input: state of input
+/// partition p lives in changelog partition p). A missing changelog is
+/// created, compacted; one with too few partitions is an error that says
+/// what to do.
+pub fn check_changelog<C: rdkafka::consumer::ConsumerContext>(
+    config: &Config,
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+) -> Result<(), PipelineError> {
+    use rdkafka::consumer::Consumer;
+    let timeout = Duration::from_secs(30);
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let partitions = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+    };
+    let inputs: Vec<(String, usize)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| match &config.kafka.input {
+            InputTopics::List(list) => list.iter().any(|n| n == t.name()),
+            InputTopics::Pattern(_) => false,
+        })
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect();
+    let needed = inputs
+        .iter()
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(config.kafka.topic_partitions.max(1) as usize);
+    let changelog = &config.kafka.changelog_topic;
+    match partitions(changelog) {
+        Some(have) if have >= needed => Ok(()),
+        Some(have) => Err(PipelineError::Topics(format!(
+            "changelog topic {changelog} has {have} partitions but input topic(s) {inputs:?} need {needed}: \
+             recreate it (compacted) with {needed} partitions, or set kafka.changelog_topic to a new name"
+        ))),
+        None => {
+            tracing::info!(topic = %changelog, partitions = needed, "creating the changelog topic (compacted)");
+            let admin: AdminClient<DefaultClientContext> = client::base(&config.kafka).create()?;
+            let topic = NewTopic::new(
+                changelog,
+                i32::try_from(needed).unwrap_or(i32::MAX),
+                TopicReplication::Fixed(config.kafka.topic_replication),
+            )
+            .set("cleanup.policy", "compact");
+            let opts = AdminOptions::new().operation_timeout(Some(timeout));
+            for result in futures::executor::block_on(admin.create_topics([&topic], &opts))? {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(PipelineError::Topics(format!("creating changelog topic {name}: {code}")))
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
 }

@@ -5,7 +5,7 @@ use rdkafka::ClientConfig;
 use crate::config::KafkaConfig;
 
 /// Settings shared by every client: bootstrap servers, then the
-/// pass-through properties (which may override anything).
+/// pass-through properties.
 pub fn base(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
@@ -26,6 +26,7 @@ pub fn group_consumer(kafka: &KafkaConfig) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000");
     overlay(cfg, kafka)
 }
@@ -36,6 +37,16 @@ pub fn status_consumer(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("group.id", format!("{}-status", kafka.group_id))
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    overlay(cfg, kafka)
+}
+
+/// The consumer that reads changelog partitions back (never commits).
+pub fn restore_consumer(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("group.id", format!("{}-restore", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
     overlay(cfg, kafka)
 }

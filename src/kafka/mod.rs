@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod client;
 pub mod context;
+pub mod outputs;
 pub mod pipeline;
+pub mod restore;
 pub mod shell;
 
 /// Errors that stop the pipeline. The process exits non-zero so that an

@@ -1,46 +1,36 @@
-//! The consumer loop: poll, decode, apply, produce, settle, store offsets.
+//! The consumer loop: restore, poll, decode, apply, produce, commit.
 //!
 //! Runs on a dedicated thread with a `BaseConsumer`, so that rebalance
-//! callbacks run synchronously inside `poll` and never race the loop. A
-//! record's offset is stored only after every output it caused (retrain
-//! request or dead letter) was acknowledged by the broker: at-least-once,
-//! with deterministic request ids so that a coordinator can deduplicate.
+//! callbacks run synchronously inside `poll` and never race the loop. Every
+//! `commit_interval` the work since the last commit becomes durable at once
+//! (see [`super::outputs`]): exactly-once in one transaction, or
+//! at-least-once with offsets stored only after outputs and snapshots are
+//! acknowledged. Request ids are deterministic either way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 
-use super::context::{settle, PipelineContext};
-use super::shell::{Ownership, PendingOutput, Shell, TopicPartition};
-use super::{client, PipelineError};
-use crate::codec::{schemas, Decoder, Encoder};
-use crate::config::{Config, InputTopics};
+use super::context::PipelineContext;
+use super::outputs::{CommitFailure, DeadLetter, Outputs};
+use super::restore::Restorer;
+use super::shell::{Ownership, Shell, Slot, TopicPartition};
+use super::{admin, client, PipelineError};
+use crate::codec::{schemas, Decoder};
+use crate::config::{Config, InputTopics, Processing};
 use crate::engine::{EventOutcome, StatusOutcome};
-use crate::model::{MetricEvent, RetrainRequest, RetrainStatus};
+use crate::model::{MetricEvent, RetrainStatus};
 use crate::telemetry::Metrics;
 
-/// Outputs are settled and offsets stored at least this often.
-const SETTLE_INTERVAL: Duration = Duration::from_millis(100);
-/// ... or after this many records.
-const SETTLE_RECORDS: usize = 2_000;
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+pub use super::outputs::dlq_headers;
 
-/// Header names on dead-lettered records.
-pub mod dlq_headers {
-    pub const ERROR: &str = "driftwatch.error";
-    pub const ERROR_KIND: &str = "driftwatch.error.kind";
-    pub const SOURCE_TOPIC: &str = "driftwatch.source.topic";
-    pub const SOURCE_PARTITION: &str = "driftwatch.source.partition";
-    pub const SOURCE_OFFSET: &str = "driftwatch.source.offset";
-}
+const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// What the rest of the process shares with the pipeline.
 #[derive(Clone)]
@@ -66,21 +56,18 @@ impl Shared {
 }
 
 fn lock(shell: &Mutex<Shell>) -> MutexGuard<'_, Shell> {
-    shell.lock().unwrap_or_else(|p| p.into_inner())
+    shell.lock().unwrap_or_else(|p| {
+        let mut shell = p.into_inner();
+        shell.failed = true;
+        shell
+    })
 }
 
-/// Why a record could not be applied.
-struct DeadLetter {
-    kind: &'static str,
-    reason: String,
-}
-
-/// Decodes, applies and produces, one record at a time.
+/// Decodes and applies records, one at a time.
 struct Worker<'a> {
     config: &'a Config,
     metrics: &'a Metrics,
-    producer: &'a FutureProducer,
-    encoder: Encoder<RetrainRequest>,
+    outputs: &'a Outputs,
     decoders: HashMap<String, Decoder<MetricEvent>>,
 }
 
@@ -129,23 +116,16 @@ impl Worker<'_> {
         let topic = msg.topic();
         let tp: TopicPartition = (topic.to_owned(), msg.partition());
         let offset = msg.offset();
-        let Some(slot) = shell.slots.get(&tp) else {
-            // Fetched before a revocation; the new owner reads it again.
+        if shell.slots.get(&tp).is_none_or(|s| s.restoring) {
+            // Fetched before a revocation or rewind; read again later.
             return Ok(());
-        };
-        let restoring = offset < slot.restore_until;
-        if restoring {
-            self.metrics
-                .records_restored
-                .with_label_values(&[topic])
-                .inc();
-        } else {
-            self.metrics
-                .records_consumed
-                .with_label_values(&[topic])
-                .inc();
         }
+        self.metrics
+            .records_consumed
+            .with_label_values(&[topic])
+            .inc();
         let verdict = self.decode(msg)?;
+        self.outputs.begin(shell)?;
 
         let Shell {
             engine,
@@ -157,43 +137,51 @@ impl Worker<'_> {
         let Some(slot) = slots.get_mut(&tp) else {
             return Ok(());
         };
-        slot.processed_next = offset + 1;
         match verdict {
             Err(dead) => {
-                if !restoring {
-                    self.metrics
-                        .records_dead_lettered
-                        .with_label_values(&[topic, dead.kind])
-                        .inc();
-                    tracing::warn!(topic, partition = tp.1, offset, kind = dead.kind, reason = %dead.reason, "dead-lettering record");
-                    let delivery = self.dead_letter(msg, &dead)?;
-                    slot.pending.push(delivery);
-                }
+                self.metrics
+                    .records_dead_lettered
+                    .with_label_values(&[topic, dead.kind])
+                    .inc();
+                tracing::warn!(topic, partition = tp.1, offset, kind = dead.kind, reason = %dead.reason, "dead-lettering record");
+                slot.pending
+                    .push(self.outputs.send_dead_letter(msg, &dead)?);
             }
-            Ok(event) => match engine.apply_event(&mut slot.state, &event) {
-                EventOutcome::Applied { request, new_model } => {
-                    if !restoring {
+            Ok(event) => {
+                let lineage = event.model.lineage();
+                if slot
+                    .state
+                    .model(&lineage)
+                    .is_some_and(|m| offset < m.input_offset)
+                {
+                    // Already reflected in the restored snapshot (at-least-once restart).
+                    self.metrics
+                        .records_skipped
+                        .with_label_values(&[topic, "already_applied"])
+                        .inc();
+                    slot.processed_next = Some(offset + 1);
+                    return Ok(());
+                }
+                match engine.apply_event(&mut slot.state, &event) {
+                    EventOutcome::Applied { request, new_model } => {
                         self.metrics
                             .records_applied
                             .with_label_values(&[topic])
                             .inc();
-                    }
-                    let lineage = event.model.lineage();
-                    if new_model {
-                        self.metrics.models_tracked.inc();
-                        if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
-                            self.metrics.model_split.inc();
-                            tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
-                                "model seen on two partitions: producers must key telemetry by project/name");
+                        slot.dirty.insert(lineage.clone());
+                        if new_model {
+                            self.metrics.models_tracked.inc();
+                            if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
+                                self.metrics.model_split.inc();
+                                tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
+                                    "model seen on two partitions: producers must key telemetry by project/name");
+                            }
                         }
-                    }
-                    if let Some(request) = request {
-                        if let Some(status) = book.get(&request.request_id) {
-                            engine.apply_status(&mut slot.state, status);
-                        }
-                        if !restoring {
-                            let delivery = self.produce_request(&request)?;
-                            slot.pending.push(delivery);
+                        if let Some(request) = request {
+                            if let Some(status) = book.get(&request.request_id) {
+                                engine.apply_status(&mut slot.state, status);
+                            }
+                            slot.pending.push(self.outputs.send_request(&request)?);
                             self.metrics
                                 .requests_produced
                                 .with_label_values(&[request.action.as_str()])
@@ -203,159 +191,113 @@ impl Worker<'_> {
                                 "retrain request");
                         }
                     }
-                }
-                EventOutcome::Skipped(reason) => {
-                    if !restoring {
+                    EventOutcome::Skipped(reason) => {
                         self.metrics
                             .records_skipped
                             .with_label_values(&[topic, reason.as_str()])
                             .inc();
                     }
                 }
-            },
+            }
         }
+        // Only now: the record's outputs are queued.
+        slot.processed_next = Some(offset + 1);
         self.metrics
             .processing_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
-
-    fn produce_request(&self, request: &RetrainRequest) -> Result<PendingOutput, PipelineError> {
-        let payload = self.encoder.encode(request)?;
-        let key = request.model.lineage();
-        let topic = &self.config.kafka.output_topic;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "driftwatch.request_id",
-            value: Some(request.request_id.as_bytes()),
-        });
-        let record = FutureRecord::to(topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(headers);
-        self.send(topic, record)
-    }
-
-    fn dead_letter(
-        &self,
-        msg: &BorrowedMessage<'_>,
-        dead: &DeadLetter,
-    ) -> Result<PendingOutput, PipelineError> {
-        let topic = &self.config.kafka.dlq_topic;
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: dlq_headers::ERROR,
-                value: Some(dead.reason.as_bytes()),
-            })
-            .insert(Header {
-                key: dlq_headers::ERROR_KIND,
-                value: Some(dead.kind.as_bytes()),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_TOPIC,
-                value: Some(msg.topic().as_bytes()),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_PARTITION,
-                value: Some(partition.as_bytes()),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_OFFSET,
-                value: Some(offset.as_bytes()),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(key) = msg.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = msg.payload() {
-            record = record.payload(payload);
-        }
-        self.send(topic, record)
-    }
-
-    fn send<K, P>(
-        &self,
-        topic: &str,
-        mut record: FutureRecord<'_, K, P>,
-    ) -> Result<PendingOutput, PipelineError>
-    where
-        K: rdkafka::message::ToBytes + ?Sized,
-        P: rdkafka::message::ToBytes + ?Sized,
-    {
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    return Ok(PendingOutput {
-                        topic: topic.to_owned(),
-                        delivery,
-                    })
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((e, _)) => {
-                    return Err(PipelineError::Delivery {
-                        topic: topic.to_owned(),
-                        error: e.to_string(),
-                    })
-                }
-            }
-        }
-    }
 }
 
-/// Waits for every pending output and stores the offsets they unblock.
-fn settle_and_store(
+/// Restores every slot marked restoring, then resumes its partition.
+fn restore_pending(
     shared: &Shared,
     consumer: &BaseConsumer<PipelineContext>,
-    outputs_label: &str,
-    started: Instant,
+    restorer: &Restorer,
 ) -> Result<(), PipelineError> {
-    let pending: Vec<PendingOutput> = {
+    let todo: Vec<TopicPartition> = shared
+        .lock()
+        .slots
+        .iter()
+        .filter(|(_, s)| s.restoring)
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let engine = shared.lock().engine.clone();
+    for tp in todo {
+        let models = restorer.restore(&engine, &tp.0, tp.1, &shared.metrics)?;
         let mut shell = shared.lock();
-        shell
-            .slots
-            .values_mut()
-            .flat_map(|s| std::mem::take(&mut s.pending))
-            .collect()
-    };
-    let had_outputs = !pending.is_empty();
-    settle(pending).map_err(|error| PipelineError::Delivery {
-        topic: "output".into(),
-        error,
-    })?;
-    let mut tpl = TopicPartitionList::new();
-    let mut shell = shared.lock();
-    for ((topic, partition), slot) in shell.slots.iter_mut() {
-        if let Some(next) = slot.commit_candidate() {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(next))?;
-            slot.stored = next;
+        let Some(slot) = shell.slots.get_mut(&tp) else {
+            continue; // revoked meanwhile
+        };
+        slot.state.models = models;
+        slot.restoring = false;
+        let lineages: Vec<String> = slot.state.models.keys().cloned().collect();
+        for lineage in lineages {
+            if let Ownership::Split { other } = shell.owners.claim(&lineage, &tp) {
+                shared.metrics.model_split.inc();
+                tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1, "model restored on two partitions");
+            }
         }
+        shared
+            .metrics
+            .models_tracked
+            .set(shell.models_tracked() as i64);
+        shared
+            .metrics
+            .partitions_restoring
+            .set(shell.restoring_partitions() as i64);
+        drop(shell);
+        let mut resume = TopicPartitionList::new();
+        resume.add_partition(&tp.0, tp.1);
+        consumer.resume(&resume)?;
     }
-    if tpl.count() > 0 {
-        consumer.store_offsets(&tpl)?;
-    }
-    shared
-        .metrics
-        .models_tracked
-        .set(shell.models_tracked() as i64);
-    shared
-        .metrics
-        .partitions_restoring
-        .set(shell.restoring_partitions() as i64);
-    let label = if had_outputs { "some" } else { outputs_label };
-    shared
-        .metrics
-        .commit_batch_seconds
-        .with_label_values(&[label])
-        .observe(started.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Reads every partition of the status topic and routes statuses to the
-/// models they name.
+/// After an aborted transaction: every slot's state is discarded and
+/// restored from the changelog, and its partition rewound to the committed
+/// offset.
+fn rewind(shared: &Shared, consumer: &BaseConsumer<PipelineContext>) -> Result<(), PipelineError> {
+    let mut tpl = TopicPartitionList::new();
+    {
+        let mut shell = shared.lock();
+        shell.rewind = false;
+        let tps: Vec<TopicPartition> = shell.slots.keys().cloned().collect();
+        for tp in tps {
+            if let Some(old) = shell.release(&tp) {
+                drop(old);
+            }
+            shell.slots.insert(tp.clone(), Slot::restoring());
+            tpl.add_partition(&tp.0, tp.1);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    consumer.pause(&tpl)?;
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    for elem in committed.elements() {
+        let offset = match elem.offset() {
+            Offset::Offset(n) => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        consumer.seek(
+            elem.topic(),
+            elem.partition(),
+            offset,
+            Duration::from_secs(10),
+        )?;
+    }
+    tracing::info!(
+        partitions = committed.count(),
+        "rewound to the committed offsets"
+    );
+    Ok(())
+}
+
 struct StatusFeed {
     consumer: BaseConsumer,
     decoder: Decoder<RetrainStatus>,
@@ -454,7 +396,10 @@ pub fn apply_status(shell: &mut Shell, status: RetrainStatus) -> &'static str {
     let owner = shell.owners.get(&lineage).cloned();
     let outcome = match owner.and_then(|tp| shell.slots.get_mut(&tp)) {
         Some(slot) => match shell.engine.apply_status(&mut slot.state, &status) {
-            StatusOutcome::Applied => "applied",
+            StatusOutcome::Applied => {
+                slot.dirty.insert(lineage);
+                "applied"
+            }
             StatusOutcome::NotInFlight => "not_in_flight",
             StatusOutcome::UnknownModel => "not_owned",
         },
@@ -468,12 +413,15 @@ pub fn apply_status(shell: &mut Shell, status: RetrainStatus) -> &'static str {
 
 /// Runs the pipeline until `shared.shutdown` is set or a fatal error occurs.
 pub fn run(config: &Config, shared: &Shared) -> Result<(), PipelineError> {
+    let outputs = Arc::new(Outputs::new(config)?);
     let context = PipelineContext {
         shell: Arc::clone(&shared.shell),
         metrics: Arc::clone(&shared.metrics),
+        outputs: Arc::clone(&outputs),
     };
     let consumer: BaseConsumer<PipelineContext> =
         client::group_consumer(&config.kafka).create_with_context(context)?;
+    admin::check_changelog(config, &consumer)?;
     match &config.kafka.input {
         InputTopics::List(topics) => {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -481,7 +429,7 @@ pub fn run(config: &Config, shared: &Shared) -> Result<(), PipelineError> {
         }
         InputTopics::Pattern(pattern) => consumer.subscribe(&[pattern.as_str()])?,
     }
-    let producer: FutureProducer = client::producer(&config.kafka).create()?;
+    let restorer = Restorer::new(config)?;
     let mut statuses = match &config.kafka.status_topic {
         Some(topic) => Some(StatusFeed::new(config, topic)?),
         None => None,
@@ -489,66 +437,101 @@ pub fn run(config: &Config, shared: &Shared) -> Result<(), PipelineError> {
     let mut worker = Worker {
         config,
         metrics: &shared.metrics,
-        producer: &producer,
-        encoder: Encoder::new(&config.output_format, schemas::RETRAIN_REQUEST)?,
+        outputs: &outputs,
         decoders: HashMap::new(),
     };
-    tracing::info!(group = %config.kafka.group_id, "pipeline started");
+    tracing::info!(group = %config.kafka.group_id, processing = ?config.kafka.processing, "pipeline started");
 
-    let mut batch_started = Instant::now();
-    let mut batch_records = 0usize;
-    let result = loop {
-        if shared.shutdown.load(Ordering::Relaxed) {
-            break Ok(());
-        }
-        let polled = consumer.poll(POLL_TIMEOUT);
-        let idle = polled.is_none();
-        match polled {
-            Some(Ok(msg)) => {
-                if batch_records == 0 {
-                    batch_started = Instant::now();
-                }
-                batch_records += 1;
-                let mut shell = shared.lock();
-                if let Err(e) = worker.handle(&mut shell, &msg) {
-                    break Err(e);
-                }
+    let commit_interval = Duration::from_millis(config.kafka.commit_interval_ms);
+    let mut last_commit = Instant::now();
+    let result = (|| -> Result<(), PipelineError> {
+        loop {
+            if shared.shutdown.load(Ordering::Relaxed) {
+                return Ok(());
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-        }
-        if let Some(feed) = statuses.as_mut() {
-            feed.drain(shared);
-        }
-        if batch_records > 0
-            && (idle
-                || batch_records >= SETTLE_RECORDS
-                || batch_started.elapsed() >= SETTLE_INTERVAL)
-        {
-            if let Err(e) = settle_and_store(shared, &consumer, "none", batch_started) {
-                break Err(e);
+            if shared.lock().failed {
+                return Err(PipelineError::Delivery {
+                    topic: "outputs".into(),
+                    error: "outputs could not be made durable".into(),
+                });
             }
-            batch_records = 0;
+            if shared.lock().rewind {
+                rewind(shared, &consumer)?;
+            }
+            restore_pending(shared, &consumer, &restorer)?;
+            match consumer.poll(POLL_TIMEOUT) {
+                Some(Ok(msg)) => {
+                    let mut shell = shared.lock();
+                    if let Err(e) = worker.handle(&mut shell, &msg) {
+                        shell.failed = true;
+                        return Err(e);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            }
+            if let Some(feed) = statuses.as_mut() {
+                feed.drain(shared);
+            }
+            if last_commit.elapsed() >= commit_interval {
+                last_commit = Instant::now();
+                commit(shared, &outputs, &consumer, false)?;
+            }
         }
-    };
+    })();
     if result.is_ok() {
-        settle_and_store(shared, &consumer, "none", batch_started)?;
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "final commit failed"),
-        }
+        commit(shared, &outputs, &consumer, true)?;
         tracing::info!("pipeline stopped; leaving the group");
+    } else {
+        shared.lock().failed = true;
     }
     // Dropping the consumer leaves the group; the revocation callback
-    // commits what remains.
+    // commits what remains, unless the pipeline failed.
     drop(consumer);
-    producer_flush(&producer);
+    outputs.flush();
     result
 }
 
-fn producer_flush(producer: &FutureProducer) {
-    use rdkafka::producer::Producer;
-    if let Err(e) = producer.flush(Duration::from_secs(10)) {
-        tracing::warn!(error = %e, "flushing producer on exit");
+/// One commit cycle; an aborted transaction leads to a rewind, anything
+/// else that fails stops the pipeline.
+fn commit(
+    shared: &Shared,
+    outputs: &Outputs,
+    consumer: &BaseConsumer<PipelineContext>,
+    sync: bool,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let mut shell = shared.lock();
+    let had_work = shell.txn_open || shell.slots.values().any(|s| !s.settled());
+    match outputs.commit(&mut shell, consumer, sync) {
+        Ok(()) => {
+            if had_work {
+                let label = match outputs.processing() {
+                    Processing::ExactlyOnce => "committed",
+                    Processing::AtLeastOnce => "stored",
+                };
+                shared
+                    .metrics
+                    .transactions
+                    .with_label_values(&[label])
+                    .inc();
+                shared
+                    .metrics
+                    .commit_batch_seconds
+                    .with_label_values(&[label])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Ok(())
+        }
+        Err(CommitFailure::Aborted(e)) => {
+            shared
+                .metrics
+                .transactions
+                .with_label_values(&["aborted"])
+                .inc();
+            tracing::warn!(error = %e, "transaction aborted; rewinding");
+            Ok(())
+        }
+        Err(CommitFailure::Fatal(e)) => Err(e),
     }
 }

@@ -6,7 +6,7 @@
 //! rebalance callbacks (which run inside those polls) and the HTTP handlers
 //! (which read it), behind one mutex that is never held across a poll.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rdkafka::producer::DeliveryFuture;
 
@@ -20,44 +20,49 @@ const MAX_BOOKED_STATUSES: usize = 100_000;
 /// `(topic, partition)`.
 pub type TopicPartition = (String, i32);
 
-/// A record's output that the broker has not acknowledged yet.
+/// A record's output that the broker has not acknowledged yet
+/// (at-least-once mode; in exactly-once mode the transaction commit waits).
 pub struct PendingOutput {
     pub topic: String,
     pub delivery: DeliveryFuture,
 }
 
 /// One assigned input partition.
+#[derive(Default)]
 pub struct Slot {
     pub state: PartitionState,
-    /// Records below this offset were processed by an earlier owner; they
-    /// are re-read to rebuild state, and their outputs are not produced again.
-    pub restore_until: i64,
-    /// The offset after the last record processed.
-    pub processed_next: i64,
-    /// The last offset stored for commit.
-    pub stored: i64,
+    /// True until the partition's state was read back from the changelog;
+    /// the partition is paused meanwhile.
+    pub restoring: bool,
+    /// The offset after the last record processed since assignment.
+    pub processed_next: Option<i64>,
+    /// The last offset committed (or stored for commit).
+    pub committed_next: Option<i64>,
     pub pending: Vec<PendingOutput>,
+    /// Models changed since their last snapshot.
+    pub dirty: BTreeSet<String>,
 }
 
 impl Slot {
-    pub fn new(restore_until: i64) -> Self {
+    /// A slot whose state must first be restored.
+    pub fn restoring() -> Self {
         Slot {
-            state: PartitionState::default(),
-            restore_until,
-            processed_next: 0,
-            stored: restore_until,
-            pending: Vec::new(),
+            restoring: true,
+            ..Slot::default()
         }
     }
 
-    pub fn restoring(&self) -> bool {
-        self.processed_next < self.restore_until
+    /// The offset to commit, if it moves forward.
+    pub fn commit_candidate(&self) -> Option<i64> {
+        match (self.processed_next, self.committed_next) {
+            (Some(next), Some(done)) if next <= done => None,
+            (next, _) => next,
+        }
     }
 
-    /// The offset to commit once pending outputs are acknowledged, if it
-    /// moves forward.
-    pub fn commit_candidate(&self) -> Option<i64> {
-        (self.processed_next > self.stored).then_some(self.processed_next)
+    /// True when nothing processed is waiting to become durable.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty() && self.dirty.is_empty() && self.commit_candidate().is_none()
     }
 }
 
@@ -149,6 +154,14 @@ pub struct Shell {
     pub book: StatusBook,
     /// Set once the first assignment (possibly empty) arrived.
     pub assigned_once: bool,
+    /// Exactly-once: a transaction is open.
+    pub txn_open: bool,
+    /// Set when processed work can no longer be made durable (a failed
+    /// delivery or transaction): nothing may be committed any more.
+    pub failed: bool,
+    /// Set when the open transaction was aborted: every slot must be
+    /// restored and its partition rewound to the committed offset.
+    pub rewind: bool,
 }
 
 impl Shell {
@@ -159,6 +172,9 @@ impl Shell {
             owners: Owners::default(),
             book: StatusBook::default(),
             assigned_once: false,
+            txn_open: false,
+            failed: false,
+            rewind: false,
         }
     }
 
@@ -174,15 +190,13 @@ impl Shell {
     }
 
     pub fn restoring_partitions(&self) -> usize {
-        self.slots.values().filter(|s| s.restoring()).count()
+        self.slots.values().filter(|s| s.restoring).count()
     }
 
     /// True when every processed record's outputs are acknowledged and its
     /// offset stored.
     pub fn settled(&self) -> bool {
-        self.slots
-            .values()
-            .all(|s| s.pending.is_empty() && s.stored >= s.processed_next)
+        !self.txn_open && self.slots.values().all(Slot::settled)
     }
 
     /// Ready: the first assignment arrived and no partition is restoring.

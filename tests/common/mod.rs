@@ -37,6 +37,7 @@ pub struct TestKafka {
     pub requests: String,
     pub status: String,
     pub dlq: String,
+    pub changelog: String,
     suffix: String,
     /// True on a real broker (transactions work there).
     pub real: bool,
@@ -81,31 +82,37 @@ pub async fn real_broker() -> TestKafka {
     real_kafka(&bootstrap).await
 }
 
-fn topic_names(suffix: &str) -> [String; 4] {
+fn topic_names(suffix: &str) -> [String; 5] {
     [
         format!("model-metrics-{suffix}"),
         format!("retrain-requests-{suffix}"),
         format!("retrain-status-{suffix}"),
         format!("driftwatch-dlq-{suffix}"),
+        format!("driftwatch-changelog-{suffix}"),
     ]
 }
 
 fn mock_kafka() -> TestKafka {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let suffix = unique_suffix();
-    let [metrics, requests, status, dlq] = topic_names(&suffix);
+    let [metrics, requests, status, dlq, changelog] = topic_names(&suffix);
     cluster
         .create_topic(&metrics, METRIC_PARTITIONS, 1)
         .expect("topic");
     cluster.create_topic(&requests, 2, 1).expect("topic");
     cluster.create_topic(&status, 2, 1).expect("topic");
     cluster.create_topic(&dlq, 1, 1).expect("topic");
+    // The mock cluster cannot create topics through the admin API.
+    cluster
+        .create_topic(&changelog, METRIC_PARTITIONS, 1)
+        .expect("topic");
     TestKafka {
         bootstrap: cluster.bootstrap_servers(),
         metrics,
         requests,
         status,
         dlq,
+        changelog,
         suffix,
         real: false,
         _mock: Some(cluster),
@@ -114,7 +121,8 @@ fn mock_kafka() -> TestKafka {
 
 async fn real_kafka(bootstrap: &str) -> TestKafka {
     let suffix = unique_suffix();
-    let [metrics, requests, status, dlq] = topic_names(&suffix);
+    let [metrics, requests, status, dlq, changelog] = topic_names(&suffix);
+    // The changelog is left for driftwatch to create.
     create_topics(
         bootstrap,
         &[
@@ -131,6 +139,7 @@ async fn real_kafka(bootstrap: &str) -> TestKafka {
         requests,
         status,
         dlq,
+        changelog,
         suffix,
         real: true,
         _mock: None,
@@ -203,6 +212,24 @@ pub fn config_toml(kafka: &TestKafka, group: &str) -> String {
         "dlq_topic",
         "\"driftwatch-dlq\"",
         &format!("\"{}\"", kafka.dlq),
+    );
+    toml = set(
+        toml,
+        "changelog_topic",
+        "\"driftwatch-demo-changelog\"",
+        &format!("\"{}\"", kafka.changelog),
+    );
+    // Transactions need a real broker; every instance needs its own id.
+    let processing = if kafka.real {
+        "exactly_once"
+    } else {
+        "at_least_once"
+    };
+    toml = set(
+        toml,
+        "processing",
+        "\"at_least_once\"",
+        &format!("\"{processing}\"\ninstance_id = \"{}\"", unique_suffix()),
     );
     toml = set(toml, "listen", "\"127.0.0.1:9464\"", "\"127.0.0.1:0\"");
     toml.replace(
