@@ -72,12 +72,15 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
     .await
     .map_err(|source| ServiceError::Http { addr, source })?;
 
-    let (done_tx, done) = oneshot::channel();
+    let (done_tx, mut done) = oneshot::channel();
+    let (started_tx, started_rx) = oneshot::channel::<()>();
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("driftwatch-pipeline".into())
         .spawn(move || {
-            let result = pipeline::run(&config, &thread_shared);
+            let result = pipeline::run(&config, &thread_shared, move || {
+                let _ = started_tx.send(());
+            });
             alive.store(false, Ordering::Relaxed);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "pipeline failed");
@@ -85,6 +88,15 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
             let _ = done_tx.send(result);
         })
         .map_err(|source| ServiceError::Http { addr, source })?;
+    // A pipeline that cannot even start fails the start.
+    if started_rx.await.is_err() {
+        let _ = http_stop.send(());
+        let _ = http.await;
+        return Err(match (&mut done).await {
+            Ok(Err(e)) => e.into(),
+            _ => ServiceError::Panicked,
+        });
+    }
     Ok(Running {
         shared,
         http_addr,

@@ -26,7 +26,7 @@ pub fn group_consumer(kafka: &KafkaConfig) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", "read_uncommitted")
         .set("statistics.interval.ms", "5000");
     overlay(cfg, kafka)
 }

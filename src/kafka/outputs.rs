@@ -74,8 +74,17 @@ impl Outputs {
                 "transactional.id",
                 format!("{}-{}", k.group_id, k.instance_id),
             );
-            if !k.properties.contains_key("transaction.timeout.ms") {
-                cfg.set("transaction.timeout.ms", "10000");
+            // A crashed instance's open transaction blocks read_committed
+            // readers until this passes (a restart with the same instance id
+            // aborts it at once); deliveries must time out before it.
+            let txn_timeout = k
+                .properties
+                .get("transaction.timeout.ms")
+                .cloned()
+                .unwrap_or_else(|| "15000".to_owned());
+            cfg.set("transaction.timeout.ms", &txn_timeout);
+            if !k.properties.contains_key("message.timeout.ms") {
+                cfg.set("message.timeout.ms", &txn_timeout);
             }
         }
         let producer: FutureProducer = cfg.create()?;

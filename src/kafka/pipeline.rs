@@ -226,8 +226,8 @@ fn restore_pending(
         return Ok(());
     }
     let engine = shared.lock().engine.clone();
-    for tp in todo {
-        let models = restorer.restore(&engine, &tp.0, tp.1, &shared.metrics)?;
+    let restored = restorer.restore(&engine, &todo, &shared.metrics)?;
+    for (tp, models) in restored {
         let mut shell = shared.lock();
         let Some(slot) = shell.slots.get_mut(&tp) else {
             continue; // revoked meanwhile
@@ -412,7 +412,9 @@ pub fn apply_status(shell: &mut Shell, status: RetrainStatus) -> &'static str {
 }
 
 /// Runs the pipeline until `shared.shutdown` is set or a fatal error occurs.
-pub fn run(config: &Config, shared: &Shared) -> Result<(), PipelineError> {
+/// `started` is called once the clients exist and the group subscription is
+/// made, so that start-up errors surface before the service reports running.
+pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(), PipelineError> {
     let outputs = Arc::new(Outputs::new(config)?);
     let context = PipelineContext {
         shell: Arc::clone(&shared.shell),
@@ -441,6 +443,7 @@ pub fn run(config: &Config, shared: &Shared) -> Result<(), PipelineError> {
         decoders: HashMap::new(),
     };
     tracing::info!(group = %config.kafka.group_id, processing = ?config.kafka.processing, "pipeline started");
+    started();
 
     let commit_interval = Duration::from_millis(config.kafka.commit_interval_ms);
     let mut last_commit = Instant::now();
@@ -505,6 +508,9 @@ fn commit(
     let had_work = shell.txn_open || shell.slots.values().any(|s| !s.settled());
     match outputs.commit(&mut shell, consumer, sync) {
         Ok(()) => {
+            if started.elapsed() > Duration::from_secs(1) {
+                tracing::warn!(seconds = started.elapsed().as_secs_f64(), "slow commit");
+            }
             if had_work {
                 let label = match outputs.processing() {
                     Processing::ExactlyOnce => "committed",

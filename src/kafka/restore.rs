@@ -1,9 +1,9 @@
-//! Restoring a partition's model state from the changelog topic: read the
-//! changelog partition numbered like the input partition, from the
-//! beginning to its end (read_committed), keeping the latest snapshot of
-//! each model of that input topic.
+//! Restoring partitions' model state from the changelog topic: read the
+//! changelog partitions numbered like the input partitions, from the
+//! beginning to their end (read_committed), keeping the latest snapshot of
+//! each model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -11,6 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::shell::TopicPartition;
 use super::{client, PipelineError};
 use crate::codec::SnapshotCodec;
 use crate::config::Config;
@@ -39,65 +40,76 @@ impl Restorer {
         })
     }
 
-    /// The models of input `topic` whose state lives in changelog
-    /// `partition`, restored under the engine's current policies.
-    /// The end of the partition is where a fetch reports end-of-partition
-    /// (not ListOffsets, which some brokers answer inexactly).
+    /// The models of each input partition in `partitions`, restored under
+    /// the engine's current policies, read in one pass over the changelog
+    /// partitions. The end of a partition is where a fetch reports
+    /// end-of-partition (not ListOffsets, which some brokers answer inexactly).
     pub fn restore(
         &self,
         engine: &Engine,
-        topic: &str,
-        partition: i32,
+        partitions: &[TopicPartition],
         metrics: &Metrics,
-    ) -> Result<BTreeMap<String, ModelState>, PipelineError> {
+    ) -> Result<BTreeMap<TopicPartition, BTreeMap<String, ModelState>>, PipelineError> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.changelog, partition, Offset::Beginning)?;
+        let mut restored: BTreeMap<TopicPartition, BTreeMap<String, ModelState>> = BTreeMap::new();
+        let mut open: BTreeSet<i32> = BTreeSet::new();
+        for tp in partitions {
+            restored.insert(tp.clone(), BTreeMap::new());
+            if open.insert(tp.1) {
+                tpl.add_partition_offset(&self.changelog, tp.1, Offset::Beginning)?;
+            }
+        }
         self.consumer.assign(&tpl)?;
-        let prefix = format!("{topic}/");
-        let mut models = BTreeMap::new();
         let mut records = 0u64;
         let mut last_progress = Instant::now();
         let result = loop {
+            if open.is_empty() {
+                break Ok(());
+            }
             match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
                     last_progress = Instant::now();
                     records += 1;
-                    let Some(lineage) = msg
+                    metrics.changelog_records_restored.inc();
+                    let Some((topic, lineage)) = msg
                         .key()
                         .and_then(|k| std::str::from_utf8(k).ok())
-                        .and_then(|k| k.strip_prefix(&prefix))
+                        .and_then(|k| k.split_once('/'))
                     else {
                         continue;
                     };
-                    let Some(payload) = msg.payload() else {
-                        models.remove(lineage);
-                        continue;
+                    let Some(models) = restored.get_mut(&(topic.to_owned(), msg.partition()))
+                    else {
+                        continue; // another input topic's state, not assigned here
                     };
-                    match self.codec.decode(payload) {
-                        Ok(snapshot) => match engine.policy_for(lineage) {
-                            Some(policy) => {
-                                models.insert(lineage.to_owned(), snapshot.restore(policy));
-                            }
-                            None => {
-                                models.remove(lineage);
-                            }
-                        },
-                        Err(e) => {
-                            tracing::error!(changelog = %self.changelog, partition, offset = msg.offset(), error = %e,
-                                "unreadable snapshot; the model starts fresh");
+                    let snapshot = match msg.payload().map(|p| self.codec.decode(p)) {
+                        None => None,
+                        Some(Ok(snapshot)) => Some(snapshot),
+                        Some(Err(e)) => {
+                            tracing::error!(changelog = %self.changelog, partition = msg.partition(), offset = msg.offset(),
+                                error = %e, "unreadable snapshot; the model starts fresh");
+                            None
+                        }
+                    };
+                    match snapshot.zip(engine.policy_for(lineage)) {
+                        Some((snapshot, policy)) => {
+                            models.insert(lineage.to_owned(), snapshot.restore(policy));
+                        }
+                        None => {
                             models.remove(lineage);
                         }
                     }
-                    metrics.changelog_records_restored.inc();
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(changelog = %self.changelog, partition, error = %e, "restore consumer")
+                    tracing::warn!(changelog = %self.changelog, error = %e, "restore consumer")
                 }
                 None if last_progress.elapsed() > STALL_TIMEOUT => {
                     break Err(PipelineError::Topics(format!(
-                        "restoring {}/{partition}: no progress for {}s",
+                        "restoring from {}: no progress for {}s",
                         self.changelog,
                         STALL_TIMEOUT.as_secs()
                     )))
@@ -110,14 +122,14 @@ impl Restorer {
         metrics
             .restore_seconds
             .observe(started.elapsed().as_secs_f64());
+        let models: usize = restored.values().map(BTreeMap::len).sum();
         tracing::info!(
-            topic,
-            partition,
-            models = models.len(),
+            partitions = partitions.len(),
+            models,
             changelog_records = records,
             seconds = started.elapsed().as_secs_f64(),
             "state restored"
         );
-        Ok(models)
+        Ok(restored)
     }
 }

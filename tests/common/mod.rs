@@ -28,6 +28,9 @@ pub const WAIT: Duration = Duration::from_secs(90);
 /// Names a real broker to run against (e.g. `127.0.0.1:9092`); unset, tests
 /// use librdkafka's in-process mock cluster.
 pub const BOOTSTRAP_ENV: &str = "DRIFTWATCH_TEST_BOOTSTRAP";
+/// Overrides the processing mode of the tests' instances (default:
+/// exactly_once on a real broker, at_least_once on the mock cluster).
+pub const PROCESSING_ENV: &str = "DRIFTWATCH_TEST_PROCESSING";
 
 /// A Kafka for one test: its own topics (unique names on a shared broker)
 /// and, without a real broker, the mock cluster that serves them.
@@ -220,10 +223,10 @@ pub fn config_toml(kafka: &TestKafka, group: &str) -> String {
         &format!("\"{}\"", kafka.changelog),
     );
     // Transactions need a real broker; every instance needs its own id.
-    let processing = if kafka.real {
-        "exactly_once"
-    } else {
-        "at_least_once"
+    let processing = match std::env::var(PROCESSING_ENV) {
+        Ok(p) if !p.is_empty() => p,
+        _ if kafka.real => "exactly_once".to_owned(),
+        _ => "at_least_once".to_owned(),
     };
     toml = set(
         toml,
@@ -469,14 +472,41 @@ pub fn finished(instances: &[&Running]) -> u64 {
 /// Waits until the instances together finished `records` records and every
 /// output they caused is acknowledged (offsets stored).
 pub async fn wait_processed(instances: &[&Running], records: usize) {
-    wait_until(&format!("{records} records processed and settled"), || {
-        finished(instances) == records as u64 && instances.iter().all(|r| r.shared.lock().settled())
-    })
-    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let done = finished(instances);
+        let settled = instances.iter().all(|r| r.shared.lock().settled());
+        if done == records as u64 && settled {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let slots: Vec<String> = instances
+                .iter()
+                .flat_map(|r| {
+                    let shell = r.shared.lock();
+                    shell
+                        .slots
+                        .iter()
+                        .map(|(tp, s)| {
+                            format!(
+                                "{}/{}: restoring={} next={:?} committed={:?}",
+                                tp.0, tp.1, s.restoring, s.processed_next, s.committed_next
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!("timed out waiting for {records} records processed and settled: {done} processed, settled: {settled}; slots: {slots:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts an instance and waits until it has joined the group.
 pub async fn start(config: Config) -> Running {
+    if std::env::var_os("RUST_LOG").is_some() {
+        driftwatch::telemetry::init_logging(driftwatch::telemetry::LogFormat::Text);
+    }
     let running = service::start(config).await.expect("service starts");
     wait_until("group join", || running.shared.lock().assigned_once).await;
     running
