@@ -532,3 +532,45 @@ fn toml_syntax_error() {
     let err = Config::from_toml_str("[kafka\n").expect_err("bad toml");
     assert!(err.problem.contains("invalid TOML"), "{err}");
 }
+
+#[test]
+fn processing_mode_changelog_and_instance_defaults_and_errors() {
+    let config = Config::from_toml_str(MINIMAL).expect("minimal config");
+    assert_eq!(
+        config.kafka.processing,
+        driftwatch::config::Processing::ExactlyOnce
+    );
+    assert_eq!(config.kafka.commit_interval_ms, 100);
+    assert_eq!(
+        config.kafka.changelog_topic,
+        format!("{}-changelog", config.kafka.group_id)
+    );
+    assert!(!config.kafka.instance_id.is_empty());
+    assert_eq!(config.engine.failed_backoff_ms, 30 * 60 * 1000);
+
+    assert_error(
+        &MINIMAL.replace("[kafka]", "[kafka]\nprocessing = \"twice\""),
+        "kafka.processing",
+        "exactly_once, at_least_once",
+    );
+    assert_error(
+        &MINIMAL.replace("[kafka]", "[kafka]\ncommit_interval = \"0s\""),
+        "kafka.commit_interval",
+        "",
+    );
+    assert_error(
+        &MINIMAL.replace("[kafka]", "[kafka]\nchangelog_topic = \"model-metrics\""),
+        "kafka.changelog_topic",
+        "already used",
+    );
+    let alo = Config::from_toml_str(&MINIMAL.replace(
+        "[kafka]",
+        "[kafka]\nprocessing = \"at_least_once\"\ninstance_id = \"pod-3\"",
+    ))
+    .expect("valid");
+    assert_eq!(
+        alo.kafka.processing,
+        driftwatch::config::Processing::AtLeastOnce
+    );
+    assert_eq!(alo.kafka.instance_id, "pod-3");
+}

@@ -22,9 +22,23 @@ use crate::telemetry::Metrics;
 /// No progress for this long while restoring is an error.
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A client context that does not log end-of-partition events, which the
+/// restorer asks for and handles itself.
+pub struct EofExpected;
+
+impl rdkafka::ClientContext for EofExpected {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(error = %error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EofExpected {}
+
 /// Reads changelog partitions back into model state.
 pub struct Restorer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<EofExpected>,
     changelog: String,
     codec: SnapshotCodec,
 }
@@ -34,7 +48,7 @@ impl Restorer {
         let mut cfg = client::restore_consumer(&config.kafka);
         cfg.set("enable.partition.eof", "true");
         Ok(Restorer {
-            consumer: cfg.create()?,
+            consumer: cfg.create_with_context(EofExpected)?,
             changelog: config.kafka.changelog_topic.clone(),
             codec: SnapshotCodec::new()?,
         })

@@ -362,13 +362,13 @@ pub async fn produce_status(kafka: &TestKafka, producer: &FutureProducer, status
 /// The end is where a fetch reports end-of-partition, not ListOffsets: the
 /// tansu broker's ListOffsets answers the last batch's base offset + 1.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<driftwatch::kafka::restore::EofExpected> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
-        .create()
+        .create_with_context(driftwatch::kafka::restore::EofExpected)
         .expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
