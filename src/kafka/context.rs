@@ -77,7 +77,7 @@ impl PipelineContext {
             let mut shell = self.shell();
             if lost {
                 tracing::warn!("assignment lost: discarding uncommitted work");
-                self.outputs.abort(&mut shell, consumer);
+                self.outputs.abort(&mut shell);
             } else if !shell.failed {
                 match self.outputs.commit(&mut shell, consumer, true) {
                     Ok(()) => {}

@@ -340,7 +340,7 @@ impl Outputs {
 
     /// Aborts the open transaction (a lost assignment): its effects are
     /// discarded and every slot is rewound.
-    pub fn abort<C: ConsumerContext>(&self, shell: &mut Shell, _consumer: &BaseConsumer<C>) {
+    pub fn abort(&self, shell: &mut Shell) {
         if self.processing == Processing::ExactlyOnce && shell.txn_open {
             match self.producer.abort_transaction(TXN_TIMEOUT) {
                 Ok(()) => {

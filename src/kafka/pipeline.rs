@@ -267,9 +267,7 @@ fn rewind(shared: &Shared, consumer: &BaseConsumer<PipelineContext>) -> Result<(
         shell.rewind = false;
         let tps: Vec<TopicPartition> = shell.slots.keys().cloned().collect();
         for tp in tps {
-            if let Some(old) = shell.release(&tp) {
-                drop(old);
-            }
+            shell.release(&tp);
             shell.slots.insert(tp.clone(), Slot::restoring());
             tpl.add_partition(&tp.0, tp.1);
         }
