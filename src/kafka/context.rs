@@ -29,13 +29,7 @@ pub struct PipelineContext {
 
 impl PipelineContext {
     fn shell(&self) -> MutexGuard<'_, Shell> {
-        // A poisoned lock means a panic elsewhere; mark the state failed so
-        // that nothing more is committed.
-        self.shell.lock().unwrap_or_else(|p| {
-            let mut shell = p.into_inner();
-            shell.failed = true;
-            shell
-        })
+        super::shell::lock(&self.shell)
     }
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {

@@ -20,7 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::context::PipelineContext;
 use super::outputs::{CommitFailure, DeadLetter, Outputs};
 use super::restore::Restorer;
-use super::shell::{Ownership, Shell, Slot, TopicPartition};
+use super::shell::{lock, Ownership, Shell, Slot, TopicPartition};
 use super::{admin, client, PipelineError};
 use crate::codec::{schemas, Decoder};
 use crate::config::{Config, InputTopics, Processing};
@@ -53,14 +53,6 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, Shell> {
         lock(&self.shell)
     }
-}
-
-fn lock(shell: &Mutex<Shell>) -> MutexGuard<'_, Shell> {
-    shell.lock().unwrap_or_else(|p| {
-        let mut shell = p.into_inner();
-        shell.failed = true;
-        shell
-    })
 }
 
 /// Decodes and applies records, one at a time.

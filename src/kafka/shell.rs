@@ -136,14 +136,6 @@ impl StatusBook {
     pub fn get(&self, request_id: &str) -> Option<&RetrainStatus> {
         self.by_request.get(request_id)
     }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
 }
 
 /// Everything the shell tracks, behind one mutex.
@@ -215,4 +207,14 @@ impl Shell {
             .unwrap_or(&[]);
         Some(model.view(specs))
     }
+}
+
+/// Locks the shared shell. A poisoned lock means a panic while it was held:
+/// the state is marked failed so that nothing more is committed.
+pub fn lock(shell: &std::sync::Mutex<Shell>) -> std::sync::MutexGuard<'_, Shell> {
+    shell.lock().unwrap_or_else(|poisoned| {
+        let mut shell = poisoned.into_inner();
+        shell.failed = true;
+        shell
+    })
 }
