@@ -48,11 +48,6 @@ if [ -z "${DRIFTWATCH_TEST_BOOTSTRAP:-}" ]; then
     echo "tansu did not start:"; cat "$log"; exit 1
   fi
   export DRIFTWATCH_TEST_BOOTSTRAP="127.0.0.1:$port"
-  # On this tansu build, commit_transaction intermittently waits forever
-  # for a transactional produce (seen under a few thousand records: the
-  # producer's flush never completes). Until that is understood, the suite
-  # runs at-least-once here; against another broker it runs exactly-once.
-  export DRIFTWATCH_TEST_PROCESSING="${DRIFTWATCH_TEST_PROCESSING:-at_least_once}"
 else
   echo "== using the broker at $DRIFTWATCH_TEST_BOOTSTRAP"
 fi

@@ -282,12 +282,23 @@ impl Outputs {
             }
             shell.txn_open = true;
         }
-        // Deliveries are confirmed by the commit itself.
-        if let Err(e) = self.send_snapshots(shell) {
-            return match e {
-                PipelineError::Kafka(e) => self.handle_transaction_error(shell, e),
-                other => Err(CommitFailure::Fatal(other)),
-            };
+        let snapshots = match self.send_snapshots(shell) {
+            Ok(sent) => sent,
+            Err(PipelineError::Kafka(e)) => return self.handle_transaction_error(shell, e),
+            Err(other) => return Err(CommitFailure::Fatal(other)),
+        };
+        // Await every delivery before committing: the commit would flush
+        // anyway, but rust-rdkafka's flush polls in fixed 100 ms slices
+        // while the producer's own thread serves the delivery reports, so a
+        // commit with reports outstanding costs at least 100 ms.
+        let pending: Vec<PendingOutput> = shell
+            .slots
+            .values_mut()
+            .flat_map(|s| std::mem::take(&mut s.pending))
+            .chain(snapshots)
+            .collect();
+        if let Err(error) = settle(pending) {
+            return self.abort_and_rewind(shell, error);
         }
         let attempt = (|| -> Result<Vec<(TopicPartition, i64)>, KafkaError> {
             let (tpl, moved) = Self::offsets(shell)?;
@@ -304,9 +315,6 @@ impl Outputs {
         match attempt {
             Ok(moved) => {
                 shell.txn_open = false;
-                for slot in shell.slots.values_mut() {
-                    slot.pending.clear();
-                }
                 Self::mark_committed(shell, moved);
                 Ok(())
             }
@@ -328,14 +336,23 @@ impl Outputs {
             tracing::error!(error = %error, "fatal transaction error (fenced?); stopping");
             return Err(CommitFailure::Fatal(error.into()));
         }
-        tracing::warn!(error = %error, "transaction failed; aborting and rewinding to the committed offsets");
+        self.abort_and_rewind(shell, error.to_string())
+    }
+
+    /// Aborts the open transaction and asks the loop to rewind to the
+    /// committed offsets; a failed abort is fatal.
+    fn abort_and_rewind(&self, shell: &mut Shell, reason: String) -> Result<(), CommitFailure> {
+        tracing::warn!(error = %reason, "transaction failed; aborting and rewinding to the committed offsets");
+        for slot in shell.slots.values_mut() {
+            slot.pending.clear();
+        }
         if let Err(abort) = self.producer.abort_transaction(TXN_TIMEOUT) {
             tracing::error!(error = %abort, "aborting the transaction failed; stopping");
             return Err(CommitFailure::Fatal(abort.into()));
         }
         shell.txn_open = false;
         shell.rewind = true;
-        Err(CommitFailure::Aborted(error.to_string()))
+        Err(CommitFailure::Aborted(reason))
     }
 
     /// Aborts the open transaction (a lost assignment): its effects are
@@ -346,6 +363,9 @@ impl Outputs {
                 Ok(()) => {
                     shell.txn_open = false;
                     shell.rewind = true;
+                    for slot in shell.slots.values_mut() {
+                        slot.pending.clear();
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "aborting after a lost assignment failed");

@@ -31,6 +31,7 @@ use crate::telemetry::Metrics;
 pub use super::outputs::dlq_headers;
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the rest of the process shares with the pipeline.
 #[derive(Clone)]
@@ -108,9 +109,15 @@ impl Worker<'_> {
         let topic = msg.topic();
         let tp: TopicPartition = (topic.to_owned(), msg.partition());
         let offset = msg.offset();
-        if shell.slots.get(&tp).is_none_or(|s| s.restoring) {
-            // Fetched before a revocation or rewind; read again later.
-            return Ok(());
+        match shell.slots.get_mut(&tp) {
+            // Fetched before a revocation: the next owner reads it.
+            None => return Ok(()),
+            // Fetched before the pause took effect: read again after restore.
+            Some(slot) if slot.restoring => {
+                slot.refetch_from = Some(slot.refetch_from.map_or(offset, |o| o.min(offset)));
+                return Ok(());
+            }
+            Some(_) => {}
         }
         self.metrics
             .records_consumed
@@ -226,6 +233,7 @@ fn restore_pending(
         };
         slot.state.models = models;
         slot.restoring = false;
+        let refetch_from = slot.refetch_from.take();
         let lineages: Vec<String> = slot.state.models.keys().cloned().collect();
         for lineage in lineages {
             if let Ownership::Split { other } = shell.owners.claim(&lineage, &tp) {
@@ -242,6 +250,10 @@ fn restore_pending(
             .partitions_restoring
             .set(shell.restoring_partitions() as i64);
         drop(shell);
+        if let Some(offset) = refetch_from {
+            tracing::debug!(topic = %tp.0, partition = tp.1, offset, "reading records polled during restore again");
+            consumer.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT)?;
+        }
         let mut resume = TopicPartitionList::new();
         resume.add_partition(&tp.0, tp.1);
         consumer.resume(&resume)?;
@@ -274,12 +286,7 @@ fn rewind(shared: &Shared, consumer: &BaseConsumer<PipelineContext>) -> Result<(
             Offset::Offset(n) => Offset::Offset(n),
             _ => Offset::Beginning,
         };
-        consumer.seek(
-            elem.topic(),
-            elem.partition(),
-            offset,
-            Duration::from_secs(10),
-        )?;
+        consumer.seek(elem.topic(), elem.partition(), offset, SEEK_TIMEOUT)?;
     }
     tracing::info!(
         partitions = committed.count(),
@@ -467,8 +474,10 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
                 feed.drain(shared);
             }
             if last_commit.elapsed() >= commit_interval {
-                last_commit = Instant::now();
                 commit(shared, &outputs, &consumer, false)?;
+                // From the end of the commit: a slow commit must not leave
+                // the next interval without time to process records.
+                last_commit = Instant::now();
             }
         }
     })();

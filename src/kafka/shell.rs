@@ -41,6 +41,10 @@ pub struct Slot {
     pub pending: Vec<PendingOutput>,
     /// Models changed since their last snapshot.
     pub dirty: BTreeSet<String>,
+    /// The first offset polled (and set aside) while restoring: librdkafka
+    /// may fetch a partition before the pause on assignment takes effect,
+    /// and those records must be read again once the state is back.
+    pub refetch_from: Option<i64>,
 }
 
 impl Slot {

@@ -31,6 +31,8 @@ pub const BOOTSTRAP_ENV: &str = "DRIFTWATCH_TEST_BOOTSTRAP";
 /// Overrides the processing mode of the tests' instances (default:
 /// exactly_once on a real broker, at_least_once on the mock cluster).
 pub const PROCESSING_ENV: &str = "DRIFTWATCH_TEST_PROCESSING";
+/// librdkafka debug contexts for the tests' instances (e.g. `eos,msg`).
+pub const RDKAFKA_DEBUG_ENV: &str = "DRIFTWATCH_TEST_RDKAFKA_DEBUG";
 
 /// A Kafka for one test: its own topics (unique names on a shared broker)
 /// and, without a real broker, the mock cluster that serves them.
@@ -235,6 +237,16 @@ pub fn config_toml(kafka: &TestKafka, group: &str) -> String {
         &format!("\"{processing}\"\ninstance_id = \"{}\"", unique_suffix()),
     );
     toml = set(toml, "listen", "\"127.0.0.1:9464\"", "\"127.0.0.1:0\"");
+    // librdkafka debug contexts for a failing run, e.g. "eos,protocol,msg"
+    // (shown with RUST_LOG=librdkafka=debug).
+    if let Ok(contexts) = std::env::var(RDKAFKA_DEBUG_ENV) {
+        toml = toml.replace(
+            "properties = { \"session.timeout.ms\" = \"6000\" }",
+            &format!(
+                "properties = {{ \"session.timeout.ms\" = \"6000\", debug = \"{contexts}\" }}"
+            ),
+        );
+    }
     toml.replace(
         "[format]\nkind = \"json\"",
         "[format]\nkind = \"auto\"\nschemas = { \"1\" = \"schemas/metric_event.avsc\" }",
