@@ -19,6 +19,7 @@ pub struct Metrics {
     pub records_skipped: IntCounterVec,
     /// Changelog records read back while restoring state.
     pub changelog_records_restored: IntCounter,
+    pub changelog_snapshots_uncommitted: IntCounter,
     /// Time to restore one partition's state.
     pub restore_seconds: Histogram,
     /// Transactions committed and aborted (exactly-once mode).
@@ -77,6 +78,12 @@ impl Metrics {
             "Changelog records read back while restoring state.",
         )?;
         registry.register(Box::new(changelog_records_restored.clone()))?;
+        let changelog_snapshots_uncommitted = IntCounter::new(
+            "changelog_snapshots_uncommitted_total",
+            "Snapshots ignored on restore because they claim input beyond the committed offset \
+             (written by a transaction that never committed).",
+        )?;
+        registry.register(Box::new(changelog_snapshots_uncommitted.clone()))?;
         let restore_seconds = Histogram::with_opts(
             HistogramOpts::new("restore_seconds", "Time to restore one partition's state.")
                 .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
@@ -143,6 +150,7 @@ impl Metrics {
             records_dead_lettered,
             records_skipped,
             changelog_records_restored,
+            changelog_snapshots_uncommitted,
             restore_seconds,
             transactions,
             requests_produced,

@@ -47,13 +47,6 @@ fn check_config_accepts_the_example_and_names_the_key_of_an_error() {
     assert!(stderr.contains("5 parsecs"), "{stderr}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
     let kafka = kafka().await;

@@ -7,7 +7,7 @@
 //! at-least-once with offsets stored only after outputs and snapshots are
 //! acknowledged. Request ids are deterministic either way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ pub use super::outputs::dlq_headers;
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the rest of the process shares with the pipeline.
 #[derive(Clone)]
@@ -208,11 +209,35 @@ impl Worker<'_> {
     }
 }
 
+/// The group's committed offset of each partition (0 where none is).
+fn committed_offsets(
+    consumer: &BaseConsumer<PipelineContext>,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, i64>, PipelineError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(n) => n,
+                _ => 0,
+            };
+            ((e.topic().to_owned(), e.partition()), offset)
+        })
+        .collect())
+}
+
 /// Restores every slot marked restoring, then resumes its partition.
 fn restore_pending(
     shared: &Shared,
     consumer: &BaseConsumer<PipelineContext>,
     restorer: &Restorer,
+    processing: Processing,
 ) -> Result<(), PipelineError> {
     let todo: Vec<TopicPartition> = shared
         .lock()
@@ -225,7 +250,11 @@ fn restore_pending(
         return Ok(());
     }
     let engine = shared.lock().engine.clone();
-    let restored = restorer.restore(&engine, &todo, &shared.metrics)?;
+    let committed = match processing {
+        Processing::ExactlyOnce => Some(committed_offsets(consumer, &todo)?),
+        Processing::AtLeastOnce => None,
+    };
+    let restored = restorer.restore(&engine, &todo, committed.as_ref(), &shared.metrics)?;
     for (tp, models) in restored {
         let mut shell = shared.lock();
         let Some(slot) = shell.slots.get_mut(&tp) else {
@@ -280,7 +309,7 @@ fn rewind(shared: &Shared, consumer: &BaseConsumer<PipelineContext>) -> Result<(
         return Ok(());
     }
     consumer.pause(&tpl)?;
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    let committed = consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)?;
     for elem in committed.elements() {
         let offset = match elem.offset() {
             Offset::Offset(n) => Offset::Offset(n),
@@ -458,7 +487,7 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
             if shared.lock().rewind {
                 rewind(shared, &consumer)?;
             }
-            restore_pending(shared, &consumer, &restorer)?;
+            restore_pending(shared, &consumer, &restorer, config.kafka.processing)?;
             match consumer.poll(POLL_TIMEOUT) {
                 Some(Ok(msg)) => {
                     let mut shell = shared.lock();

@@ -63,10 +63,18 @@ impl Restorer {
     /// the engine's current policies, read in one pass over the changelog
     /// partitions. The end of a partition is where a fetch reports
     /// end-of-partition (not ListOffsets, which some brokers answer inexactly).
+    ///
+    /// `committed` (exactly-once mode) holds each input partition's
+    /// committed offset: a snapshot claiming input beyond it was written by
+    /// a transaction that did not commit, so it is ignored and the model's
+    /// previous snapshot stands. A broker that filters aborted transactions
+    /// never shows such a snapshot; one that does not (tansu) still restores
+    /// only committed state.
     pub fn restore(
         &self,
         engine: &Engine,
         partitions: &[TopicPartition],
+        committed: Option<&BTreeMap<TopicPartition, i64>>,
         metrics: &Metrics,
     ) -> Result<BTreeMap<TopicPartition, BTreeMap<String, ModelState>>, PipelineError> {
         let started = Instant::now();
@@ -111,6 +119,22 @@ impl Restorer {
                             None
                         }
                     };
+                    if let (Some(snapshot), Some(committed)) = (&snapshot, committed) {
+                        let limit = committed
+                            .get(&(topic.to_owned(), msg.partition()))
+                            .copied()
+                            .unwrap_or(0);
+                        if snapshot.input_offset > limit {
+                            metrics.changelog_snapshots_uncommitted.inc();
+                            tracing::debug!(
+                                model = lineage,
+                                snapshot_offset = snapshot.input_offset,
+                                committed = limit,
+                                "ignoring a snapshot of an uncommitted transaction"
+                            );
+                            continue;
+                        }
+                    }
                     match snapshot.zip(engine.policy_for(lineage)) {
                         Some((snapshot, policy)) => {
                             models.insert(lineage.to_owned(), snapshot.restore(policy));

@@ -4,6 +4,9 @@
 //! group ids, so tests can share one broker.
 #![allow(dead_code)]
 
+pub mod instance;
+pub mod raw_log;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -253,6 +256,31 @@ pub fn config_toml(kafka: &TestKafka, group: &str) -> String {
     )
 }
 
+/// Sets `key` (the first line that assigns it) to the TOML `value`.
+pub fn set_key(toml: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key} = ");
+    let mut done = false;
+    toml.lines()
+        .map(|line| {
+            if !done && line.starts_with(&prefix) {
+                done = true;
+                format!("{prefix}{value}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A deterministic stream: `ticks` events for each of `models` models, of
 /// which `drifting` degrade.
 pub fn simulated(models: usize, drifting: usize, ticks: usize, seed: u64) -> Vec<MetricEvent> {
@@ -334,6 +362,21 @@ pub async fn produce_events(
     }
     for delivery in deliveries {
         delivery.await.expect("delivery").expect("produced");
+    }
+}
+
+/// Produces `events` as [`produce_events`] does, `batch` at a time with
+/// `pause` in between, so that the stream flows while a test acts.
+pub async fn produce_paced(
+    kafka: &TestKafka,
+    producer: &FutureProducer,
+    events: &[MetricEvent],
+    batch: usize,
+    pause: Duration,
+) {
+    for chunk in events.chunks(batch.max(1)) {
+        produce_events(kafka, producer, chunk, None).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -422,12 +465,25 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
     ends
 }
 
-/// The retrain requests on the output topic, sorted by id.
+/// The retrain requests on the output topic, sorted by id. On a real broker
+/// they are read committed from the log's own transaction markers (see
+/// [`raw_log`]: tansu does not list aborted transactions to librdkafka).
 pub fn read_requests(kafka: &TestKafka) -> Vec<RetrainRequest> {
-    sorted(
+    let payloads: Vec<Vec<u8>> = if kafka.real {
+        raw_log::read_committed_raw(&kafka.bootstrap, &kafka.requests)
+            .into_iter()
+            .map(|r| r.value.expect("request value"))
+            .collect()
+    } else {
         read_topic(&kafka.bootstrap, &kafka.requests)
             .iter()
-            .map(|m| serde_json::from_slice(m.payload().expect("payload")).expect("request json"))
+            .map(|m| m.payload().expect("payload").to_vec())
+            .collect()
+    };
+    sorted(
+        payloads
+            .iter()
+            .map(|p| serde_json::from_slice(p).expect("request json"))
             .collect(),
     )
 }
