@@ -127,7 +127,8 @@ fn mock_kafka() -> TestKafka {
     }
 }
 
-async fn real_kafka(bootstrap: &str) -> TestKafka {
+/// Fresh topics on the broker at `bootstrap`.
+pub async fn real_kafka(bootstrap: &str) -> TestKafka {
     let suffix = unique_suffix();
     let [metrics, requests, status, dlq, changelog] = topic_names(&suffix);
     // The changelog is left for driftwatch to create.

@@ -1,0 +1,99 @@
+//! Scaling the group while telemetry flows, against the real broker: one
+//! instance, then three, then one again. Partitions move between running
+//! instances (cooperative rebalances: revoked partitions are committed
+//! before release, assigned ones restored from the changelog) and the
+//! output, read committed, is still exactly what `replay` gives.
+
+mod common;
+
+use std::time::Duration;
+
+use common::instance::{wait_committed, Instance};
+use common::raw_log::read_committed_with_stats;
+use common::*;
+use driftwatch::config::Config;
+use driftwatch::model::{MetricEvent, RetrainRequest};
+
+const MODELS: usize = 40;
+const DRIFTING: usize = 30;
+const TICKS: usize = 360;
+
+fn instance_toml(kafka: &TestKafka, group: &str, instance: &str) -> String {
+    let toml = config_toml(kafka, group);
+    let toml = set_key(&toml, "processing", "\"exactly_once\"");
+    let toml = set_key(&toml, "instance_id", &format!("\"{instance}\""));
+    set_key(&toml, "request_timeout", "\"1h\"")
+}
+
+async fn flow(
+    kafka: &TestKafka,
+    producer: &rdkafka::producer::FutureProducer,
+    part: &[MetricEvent],
+) {
+    produce_paced(kafka, producer, part, MODELS, Duration::from_millis(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_then_three_then_one_instance_keeps_exactly_once() {
+    let kafka = real_broker().await;
+    let group_name = "scale";
+    let group = kafka.group(group_name);
+    let toml = |instance: &str| instance_toml(&kafka, group_name, instance);
+    let config = Config::from_toml_str(&toml("oracle")).expect("config");
+    let events = simulated(MODELS, DRIFTING, TICKS, 23);
+    let expected = oracle(&config, &events);
+    let parts: Vec<&[MetricEvent]> = events.chunks(events.len().div_ceil(4)).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let producer = producer(&kafka);
+
+    // One instance.
+    let mut a = Instance::spawn(dir.path(), "a", &toml("a"));
+    a.wait_ready().await;
+    flow(&kafka, &producer, parts[0]).await;
+
+    // Three: two join while the stream flows.
+    let mut b = Instance::spawn(dir.path(), "b", &toml("b"));
+    let mut c = Instance::spawn(dir.path(), "c", &toml("c"));
+    let joins = async {
+        b.wait_ready().await;
+        c.wait_ready().await;
+    };
+    tokio::join!(flow(&kafka, &producer, parts[1]), joins);
+    flow(&kafka, &producer, parts[2]).await;
+
+    // One again: the two leave gracefully while the stream flows.
+    let applied_b = b.counter("records_applied_total").await;
+    let applied_c = c.counter("records_applied_total").await;
+    let leave = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (log_b, log_c) = (b.log.clone(), c.log.clone());
+        let (status_b, status_c) = (b.terminate(), c.terminate());
+        assert!(status_b.success(), "b: {status_b}; log {}", log_b.display());
+        assert!(status_c.success(), "c: {status_c}; log {}", log_c.display());
+    };
+    tokio::join!(flow(&kafka, &producer, parts[3]), leave);
+    assert!(
+        applied_b > 0 && applied_c > 0,
+        "the joined instances took over partitions: b applied {applied_b}, c applied {applied_c}"
+    );
+
+    let ends = end_offsets(&kafka.bootstrap, &kafka.metrics);
+    assert_eq!(ends.values().sum::<i64>() as usize, events.len());
+    wait_committed(&kafka, &group, &ends).await;
+    let log_a = a.log.clone();
+    let status = a.terminate();
+    assert!(status.success(), "a: {status}; log {}", log_a.display());
+
+    let (records, stats) = read_committed_with_stats(&kafka.bootstrap, &kafka.requests);
+    eprintln!("b applied {applied_b}, c applied {applied_c}; output topic: {stats:?}");
+    let output: Vec<RetrainRequest> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r.value.as_deref().expect("value")).expect("request json"))
+        .collect();
+    let mut ids: Vec<&str> = output.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let written = ids.len();
+    ids.dedup();
+    assert_eq!(written, ids.len(), "a request id appears twice");
+    assert_eq!(sorted(output), expected);
+}
