@@ -1,9 +1,34 @@
 //! A restarted instance resumes from the committed offsets with its state
-//! restored from the changelog: no request is lost and none is produced twice.
+//! restored from the changelog: the restored state equals the state before
+//! the restart, no request is lost and none is produced twice.
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
+use driftwatch::engine::snapshot::ModelSnapshot;
+use driftwatch::service::Running;
+
+/// Every model the instance holds, as snapshots (the changelog's form).
+fn snapshots(running: &Running) -> BTreeMap<String, ModelSnapshot> {
+    let shell = running.shared.lock();
+    let mut out = BTreeMap::new();
+    for slot in shell.slots.values() {
+        for (lineage, model) in &slot.state.models {
+            let specs = shell
+                .engine
+                .policy_for(lineage)
+                .map(|p| p.rules.as_slice())
+                .unwrap_or(&[]);
+            out.insert(
+                lineage.clone(),
+                ModelSnapshot::capture(model, specs, model.input_offset),
+            );
+        }
+    }
+    out
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
@@ -29,10 +54,19 @@ async fn restart_resumes_from_committed_offsets_without_losing_a_request() {
     produce_events(&kafka, &producer, &before, None).await;
     wait_processed(&[&first], before.len()).await;
     let produced_before = read_requests(&kafka);
+    // Everything processed is committed (wait_processed waits for that).
+    let before_restart = snapshots(&first);
     stop(first).await;
 
-    produce_events(&kafka, &producer, &after, None).await;
     let second = start(config(&kafka, "restart-test")).await;
+    wait_until("state restored", || second.shared.lock().ready()).await;
+    assert_eq!(
+        snapshots(&second),
+        before_restart,
+        "the restored state equals the state before the restart"
+    );
+    assert_eq!(before_restart.len(), 10, "every model has state");
+    produce_events(&kafka, &producer, &after, None).await;
     wait_processed(&[&second], after.len()).await;
 
     assert_eq!(
