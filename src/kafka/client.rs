@@ -2,7 +2,7 @@
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, Processing};
 
 /// Settings shared by every client: bootstrap servers, then the
 /// pass-through properties.
@@ -17,8 +17,18 @@ pub fn base(kafka: &KafkaConfig) -> ClientConfig {
 
 /// The group consumer of the input topics. Offsets are stored explicitly
 /// after a record's outputs are acknowledged, and committed in the
-/// background or on revocation.
+/// background or on revocation (at-least-once), or sent to the transaction
+/// (exactly-once).
+///
+/// Exactly-once reads read_committed, as Kafka Streams does: aborted input
+/// is never applied, and librdkafka then fetches committed offsets with
+/// `require_stable` (KIP-447), waiting out a previous owner's transaction
+/// that is still completing instead of starting from the offsets before it.
 pub fn group_consumer(kafka: &KafkaConfig) -> ClientConfig {
+    let isolation = match kafka.processing {
+        Processing::ExactlyOnce => "read_committed",
+        Processing::AtLeastOnce => "read_uncommitted",
+    };
     let mut cfg = ClientConfig::new();
     cfg.set("group.id", &kafka.group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -26,7 +36,7 @@ pub fn group_consumer(kafka: &KafkaConfig) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted")
+        .set("isolation.level", isolation)
         .set("statistics.interval.ms", "5000");
     overlay(cfg, kafka)
 }
