@@ -9,7 +9,8 @@
 //! load. The ratio is what driftwatch adds (mostly the commit interval:
 //! a request becomes visible when its transaction commits).
 //!
-//! `cargo bench --bench trigger_latency` (needs `DRIFTWATCH_TEST_BOOTSTRAP`).
+//! `cargo bench --bench trigger_latency` (needs `DRIFTWATCH_TEST_BOOTSTRAP`;
+//! `DRIFTWATCH_BENCH_FETCH_WAIT_MS` sets the service's `fetch.wait.max.ms`).
 //! Under `cargo test` it runs briefly as a smoke test.
 
 #[path = "../tests/common/mod.rs"]
@@ -136,6 +137,17 @@ async fn run(bootstrap: &str, size: Size) {
     let toml = common::config_toml(&kafka, "latency-bench");
     let toml = common::set_key(&toml, "processing", "\"exactly_once\"");
     let toml = common::set_key(&toml, "request_timeout", "\"1h\"");
+    // How long the broker may hold the service's fetches when no data is
+    // ready (librdkafka's default is 500 ms; a broker that does not answer
+    // a fetch as soon as data arrives adds up to this much).
+    let toml = match std::env::var("DRIFTWATCH_BENCH_FETCH_WAIT_MS") {
+        Ok(ms) => common::set_key(
+            &toml,
+            "properties",
+            &format!("{{ \"session.timeout.ms\" = \"6000\", \"fetch.wait.max.ms\" = \"{ms}\" }}"),
+        ),
+        Err(_) => toml,
+    };
     let config = Config::from_toml_str(&toml).expect("config");
     let events = common::simulated(size.models, size.drifting, size.ticks, 5);
     let expected = common::oracle(&config, &events);
