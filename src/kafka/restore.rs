@@ -22,6 +22,10 @@ use crate::telemetry::Metrics;
 
 /// No progress for this long while restoring is an error.
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most one warning this often about a failing restore consumer.
+const WARN_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause after a consumer error before polling again.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A client context that does not log end-of-partition events, which the
 /// restorer asks for and handles itself.
@@ -34,7 +38,7 @@ impl rdkafka::ClientContext for EofExpected {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
         if !end_of_partition {
-            tracing::error!(error = %error, reason, "librdkafka error");
+            tracing::warn!(error = %error, reason, "librdkafka error");
         }
     }
 }
@@ -57,6 +61,14 @@ impl Restorer {
             changelog: config.kafka.changelog_topic.clone(),
             codec: SnapshotCodec::new()?,
         })
+    }
+
+    fn stalled(&self) -> PipelineError {
+        PipelineError::Topics(format!(
+            "restoring from {}: no progress for {}s",
+            self.changelog,
+            STALL_TIMEOUT.as_secs()
+        ))
     }
 
     /// The models of each input partition in `partitions`, restored under
@@ -90,6 +102,7 @@ impl Restorer {
         self.consumer.assign(&tpl)?;
         let mut records = 0u64;
         let mut last_progress = Instant::now();
+        let mut last_warning: Option<Instant> = None;
         let result = loop {
             if open.is_empty() {
                 break Ok(());
@@ -148,15 +161,18 @@ impl Restorer {
                     open.remove(&p);
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(changelog = %self.changelog, error = %e, "restore consumer")
+                    // Transient (a broker restarting): librdkafka reconnects.
+                    // Say so once per interval, and do not spin on it.
+                    if last_warning.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
+                        tracing::warn!(changelog = %self.changelog, error = %e, "restore consumer; retrying");
+                        last_warning = Some(Instant::now());
+                    }
+                    if last_progress.elapsed() > STALL_TIMEOUT {
+                        break Err(self.stalled());
+                    }
+                    std::thread::sleep(ERROR_BACKOFF);
                 }
-                None if last_progress.elapsed() > STALL_TIMEOUT => {
-                    break Err(PipelineError::Topics(format!(
-                        "restoring from {}: no progress for {}s",
-                        self.changelog,
-                        STALL_TIMEOUT.as_secs()
-                    )))
-                }
+                None if last_progress.elapsed() > STALL_TIMEOUT => break Err(self.stalled()),
                 None => {}
             }
         };
