@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod config;
 pub mod demo;
+pub mod detect;
 pub mod engine;
 pub mod http;
 pub mod kafka;
