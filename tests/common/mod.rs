@@ -4,6 +4,7 @@
 //! group ids, so tests can share one broker.
 #![allow(dead_code)]
 
+pub mod durable_broker;
 pub mod instance;
 pub mod raw_log;
 
