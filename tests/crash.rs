@@ -127,12 +127,7 @@ async fn crash_scenario(processing: &str) -> (Vec<RetrainRequest>, Vec<RetrainRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_sigkill_five_times() {
     let (output, expected) = crash_scenario("exactly_once").await;
-    let mut ids: Vec<&str> = output.iter().map(|r| r.request_id.as_str()).collect();
-    ids.sort_unstable();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(before, ids.len(), "a request id appears twice");
-    assert_eq!(sorted(output), expected);
+    assert_exactly_once(output, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,10 +90,5 @@ async fn one_then_three_then_one_instance_keeps_exactly_once() {
         .iter()
         .map(|r| serde_json::from_slice(r.value.as_deref().expect("value")).expect("request json"))
         .collect();
-    let mut ids: Vec<&str> = output.iter().map(|r| r.request_id.as_str()).collect();
-    ids.sort_unstable();
-    let written = ids.len();
-    ids.dedup();
-    assert_eq!(written, ids.len(), "a request id appears twice");
-    assert_eq!(sorted(output), expected);
+    assert_exactly_once(output, &expected);
 }

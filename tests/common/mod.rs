@@ -301,6 +301,17 @@ pub fn oracle(config: &Config, events: &[MetricEvent]) -> Vec<RetrainRequest> {
     sorted(report.requests)
 }
 
+/// The exactly-once property: no request id twice, and the requests are
+/// the oracle's, field for field.
+pub fn assert_exactly_once(output: Vec<RetrainRequest>, expected: &[RetrainRequest]) {
+    let mut ids: Vec<&str> = output.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let written = ids.len();
+    ids.dedup();
+    assert_eq!(written, ids.len(), "a request id appears twice");
+    assert_eq!(sorted(output), expected);
+}
+
 pub fn sorted(mut requests: Vec<RetrainRequest>) -> Vec<RetrainRequest> {
     requests.sort_by(|a, b| a.request_id.cmp(&b.request_id));
     requests
