@@ -6,10 +6,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::instance::committed_offsets;
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 fn driftwatch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_driftwatch"))
@@ -104,24 +102,13 @@ async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
     assert!(status.success(), "exit status {status}");
 
     // Every partition's committed offset is its end: nothing left to redo.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .set("group.id", kafka.group("sigterm-test"))
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..METRIC_PARTITIONS {
-        tpl.add_partition(&kafka.metrics, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed");
+    let committed = committed_offsets(&kafka, &kafka.group("sigterm-test"));
     let ends = end_offsets(&kafka.bootstrap, &kafka.metrics);
-    for elem in committed.elements() {
-        let expected = match ends.get(&elem.partition()) {
-            Some(end) => Offset::Offset(*end),
-            None => Offset::Invalid,
-        };
-        assert_eq!(elem.offset(), expected, "partition {}", elem.partition());
+    for p in 0..METRIC_PARTITIONS {
+        assert_eq!(
+            committed[p as usize],
+            ends.get(&p).copied(),
+            "partition {p}"
+        );
     }
 }
