@@ -1,0 +1,1 @@
+//! `driftwatch evaluate`: detectors over seeded synthetic streams.

@@ -1,0 +1,1 @@
+//! `driftwatch replay --report`: a self-contained HTML timeline per model.
