@@ -88,12 +88,9 @@ async fn run(bootstrap: &str, models: usize) {
     let mut deliveries = Vec::with_capacity(models);
     for (partition, state) in states.iter().enumerate() {
         for (lineage, model) in &state.models {
-            let specs = engine
-                .policy_for(lineage)
-                .map(|p| p.rules.as_slice())
-                .unwrap_or(&[]);
+            let policy = engine.policy_for(lineage);
             let payload = codec
-                .encode(&ModelSnapshot::capture(model, specs, TICKS as i64))
+                .encode(&ModelSnapshot::capture(model, policy, TICKS as i64))
                 .expect("encode");
             bytes += payload.len();
             let key = Outputs::changelog_key(&kafka.metrics, lineage);

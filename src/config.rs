@@ -20,8 +20,13 @@ use regex::Regex;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+mod detector;
+
 use crate::codec::FormatConfig;
-use crate::engine::policy::{Aggregate, DetectorSpec, Policy, PolicySet, RuleSpec, WindowSpec};
+use crate::engine::alert::MAX_CONFIRM_WINDOWS;
+use crate::engine::policy::{
+    Aggregate, AlertSpec, Combine, CompositeSpec, Policy, PolicySet, RuleSpec, WindowSpec,
+};
 use crate::model::Action;
 
 /// Prefix of the environment variables read by [`Config::load`]. Nesting is
@@ -108,6 +113,20 @@ pub struct EngineConfig {
     pub request_timeout_ms: i64,
     /// Default event time after a FAILED request before a new one, in ms.
     pub failed_backoff_ms: i64,
+    /// How far behind its partition's stream time an event may be, in ms.
+    pub allowed_lateness_ms: i64,
+    /// What happens to events later than that.
+    pub late_events: LatePolicy,
+}
+
+/// What happens to an event behind its partition's watermark
+/// (`engine.late_events`). Both are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// To the dead-letter topic, with the watermark in the reason.
+    DeadLetter,
+    /// Dropped.
+    Drop,
 }
 
 /// A configuration problem: the dotted key it concerns and what is wrong.
@@ -494,6 +513,8 @@ struct RawEngine {
     max_models_per_partition: i64,
     request_timeout: Text,
     failed_backoff: Text,
+    allowed_lateness: Text,
+    late_events: RawLatePolicy,
 }
 
 impl Default for RawEngine {
@@ -502,8 +523,17 @@ impl Default for RawEngine {
             max_models_per_partition: 100_000,
             request_timeout: "6h".into(),
             failed_backoff: "30m".into(),
+            allowed_lateness: "0s".into(),
+            late_events: RawLatePolicy::DeadLetter,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawLatePolicy {
+    DeadLetter,
+    Drop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -515,6 +545,18 @@ struct RawPolicy {
     failed_backoff: Option<Text>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    composite: Vec<RawComposite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComposite {
+    name: Text,
+    any: Option<Vec<Text>>,
+    all: Option<Vec<Text>>,
+    cooldown: Option<Text>,
+    action: RawAction,
 }
 
 #[derive(Debug, Deserialize)]
@@ -523,9 +565,11 @@ struct RawRule {
     name: Text,
     metric: Text,
     window: RawWindow,
-    detector: RawDetector,
+    detector: Dict,
     #[serde(default = "default_confirm")]
     confirm: i64,
+    confirm_of: Option<i64>,
+    recover_after: Option<i64>,
     cooldown: Option<Text>,
     action: RawAction,
 }
@@ -579,20 +623,6 @@ impl From<RawAggregate> for Aggregate {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDetector {
-    kind: DetectorKind,
-    below: Option<f64>,
-    above: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum DetectorKind {
-    Threshold,
-}
-
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum RawAction {
@@ -600,13 +630,17 @@ enum RawAction {
     FineTune,
     #[serde(alias = "FULL_RETRAIN")]
     FullRetrain,
+    /// The rule only feeds composite rules.
+    #[serde(alias = "NONE")]
+    None,
 }
 
-impl From<RawAction> for Action {
+impl From<RawAction> for Option<Action> {
     fn from(raw: RawAction) -> Self {
         match raw {
-            RawAction::FineTune => Action::FineTune,
-            RawAction::FullRetrain => Action::FullRetrain,
+            RawAction::FineTune => Some(Action::FineTune),
+            RawAction::FullRetrain => Some(Action::FullRetrain),
+            RawAction::None => None,
         }
     }
 }
@@ -712,6 +746,14 @@ impl RawConfig {
                 &self.engine.request_timeout,
             )?,
             failed_backoff_ms: duration_ms("engine.failed_backoff", &self.engine.failed_backoff)?,
+            allowed_lateness_ms: duration_ms(
+                "engine.allowed_lateness",
+                &self.engine.allowed_lateness,
+            )?,
+            late_events: match self.engine.late_events {
+                RawLatePolicy::DeadLetter => LatePolicy::DeadLetter,
+                RawLatePolicy::Drop => LatePolicy::Drop,
+            },
         };
 
         let mut policies = Vec::with_capacity(self.policy.len());
@@ -969,8 +1011,26 @@ impl RawPolicy {
             }
             rules.push(rule);
         }
+        let mut composites = Vec::with_capacity(self.composite.len());
+        for (j, raw) in self.composite.into_iter().enumerate() {
+            let composite_key = format!("{key}.composite[{j}]");
+            let composite = raw.compile(&composite_key, &rules)?;
+            if !names.insert(composite.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{composite_key}.name"),
+                    format!(
+                        "duplicate rule name {:?} in this policy (rules and composites share names)",
+                        composite.name
+                    ),
+                ));
+            }
+            composites.push(composite);
+        }
         Policy::new(&pattern, rules, request_timeout_ms)
-            .map(|p| p.with_failed_backoff(failed_backoff_ms))
+            .map(|p| {
+                p.with_failed_backoff(failed_backoff_ms)
+                    .with_composites(composites)
+            })
             .map_err(|e| ConfigError::new(match_key, format!("not a valid glob: {e}")))
     }
 }
@@ -980,8 +1040,34 @@ impl RawRule {
         let name = non_empty(&format!("{key}.name"), &self.name)?;
         let metric = non_empty(&format!("{key}.metric"), &self.metric)?;
         let window = self.window.compile(&format!("{key}.window"))?;
-        let detector = self.detector.compile(&format!("{key}.detector"))?;
-        let confirm = in_range(&format!("{key}.confirm"), self.confirm, 1)?;
+        let detector = detector::compile(&format!("{key}.detector"), self.detector)?;
+        let confirm: u32 = in_range(&format!("{key}.confirm"), self.confirm, 1)?;
+        let of_key = format!("{key}.confirm_of");
+        let of: u32 = match self.confirm_of {
+            Some(of) => in_range(&of_key, of, 1)?,
+            None => confirm,
+        };
+        if of < confirm {
+            return Err(ConfigError::new(
+                of_key,
+                format!("confirm_of ({of}) must be at least confirm ({confirm})"),
+            ));
+        }
+        if of > MAX_CONFIRM_WINDOWS {
+            let which = if self.confirm_of.is_some() {
+                of_key
+            } else {
+                format!("{key}.confirm")
+            };
+            return Err(ConfigError::new(
+                which,
+                format!("at most {MAX_CONFIRM_WINDOWS} windows, got {of}"),
+            ));
+        }
+        let recover_after = match self.recover_after {
+            Some(n) => Some(in_range(&format!("{key}.recover_after"), n, 1)?),
+            None => None,
+        };
         let cooldown_ms = match &self.cooldown {
             Some(cooldown) => duration_ms(&format!("{key}.cooldown"), cooldown)?,
             None => 0,
@@ -992,9 +1078,72 @@ impl RawRule {
             window,
             aggregate: self.window.aggregate.into(),
             detector,
-            confirm,
-            cooldown_ms,
+            alert: AlertSpec {
+                confirm,
+                of,
+                recover_after,
+                cooldown_ms,
+            },
             action: self.action.into(),
+        })
+    }
+}
+
+impl RawComposite {
+    fn compile(self, key: &str, rules: &[RuleSpec]) -> Result<CompositeSpec, ConfigError> {
+        let name = non_empty(&format!("{key}.name"), &self.name)?;
+        let (combine, listed, list_key) = match (self.any, self.all) {
+            (Some(any), None) => (Combine::Any, any, format!("{key}.any")),
+            (None, Some(all)) => (Combine::All, all, format!("{key}.all")),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{key}.all"),
+                    "give any or all, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    key,
+                    "a composite rule needs any = [...] or all = [...] (rule names)",
+                ))
+            }
+        };
+        if listed.is_empty() {
+            return Err(ConfigError::new(list_key, "must name at least one rule"));
+        }
+        let mut members = Vec::with_capacity(listed.len());
+        for (i, member) in listed.iter().enumerate() {
+            let wanted = member.0.trim();
+            let index = rules.iter().position(|r| r.name == wanted).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{list_key}[{i}]"),
+                    format!("{wanted:?} is not a rule of this policy"),
+                )
+            })?;
+            if members.contains(&index) {
+                return Err(ConfigError::new(
+                    format!("{list_key}[{i}]"),
+                    format!("{wanted:?} is listed twice"),
+                ));
+            }
+            members.push(index);
+        }
+        let cooldown_ms = match &self.cooldown {
+            Some(cooldown) => duration_ms(&format!("{key}.cooldown"), cooldown)?,
+            None => 0,
+        };
+        let action = Option::<Action>::from(self.action).ok_or_else(|| {
+            ConfigError::new(
+                format!("{key}.action"),
+                "a composite rule must ask for fine_tune or full_retrain",
+            )
+        })?;
+        Ok(CompositeSpec {
+            name,
+            combine,
+            members,
+            cooldown_ms,
+            action,
         })
     }
 }
@@ -1050,36 +1199,6 @@ impl RawWindow {
                     ));
                 }
                 Ok(WindowSpec::Sliding { size_ms, slide_ms })
-            }
-        }
-    }
-}
-
-impl RawDetector {
-    fn compile(&self, key: &str) -> Result<DetectorSpec, ConfigError> {
-        match self.kind {
-            DetectorKind::Threshold => {
-                for (name, bound) in [("below", self.below), ("above", self.above)] {
-                    if let Some(value) = bound {
-                        if !value.is_finite() {
-                            return Err(ConfigError::new(
-                                format!("{key}.{name}"),
-                                format!("must be a finite number, got {value}"),
-                            ));
-                        }
-                    }
-                }
-                match (self.below, self.above) {
-                    (None, None) => Err(ConfigError::new(
-                        key,
-                        "a threshold detector needs below and/or above",
-                    )),
-                    (Some(below), Some(above)) if below >= above => Err(ConfigError::new(
-                        format!("{key}.below"),
-                        format!("below ({below}) must be less than above ({above})"),
-                    )),
-                    (below, above) => Ok(DetectorSpec::Threshold { below, above }),
-                }
             }
         }
     }

@@ -29,9 +29,9 @@ pub fn replay(engine: &Engine, events: impl IntoIterator<Item = MetricEvent>) ->
             continue;
         }
         match engine.apply_event(&mut state, &event) {
-            EventOutcome::Applied { request, .. } => {
+            EventOutcome::Applied { requests, .. } => {
                 report.applied += 1;
-                report.requests.extend(request.map(|r| *r));
+                report.requests.extend(requests);
             }
             EventOutcome::Skipped(reason) => {
                 *report.skipped.entry(reason.as_str()).or_default() += 1

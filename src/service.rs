@@ -47,6 +47,7 @@ pub fn engine_for(config: &Config) -> Engine {
         config.policies.clone(),
         Limits {
             max_models_per_partition: config.engine.max_models_per_partition,
+            allowed_lateness_ms: config.engine.allowed_lateness_ms,
         },
     )
 }

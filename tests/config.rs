@@ -141,15 +141,15 @@ fn example_loads_and_compiles() {
             above: None
         }
     );
-    assert_eq!(rule.confirm, 3);
-    assert_eq!(rule.cooldown_ms, 3_600_000);
-    assert_eq!(rule.action, Action::FineTune);
+    assert_eq!(rule.alert.confirm, 3);
+    assert_eq!(rule.alert.cooldown_ms, 3_600_000);
+    assert_eq!(rule.action, Some(Action::FineTune));
 
     let errors = &default.rules[1];
     assert_eq!(errors.window, WindowSpec::Count { size: 200 });
-    assert_eq!(errors.confirm, 1);
-    assert_eq!(errors.cooldown_ms, 0);
-    assert_eq!(errors.action, Action::FullRetrain);
+    assert_eq!(errors.alert.confirm, 1);
+    assert_eq!(errors.alert.cooldown_ms, 0);
+    assert_eq!(errors.action, Some(Action::FullRetrain));
 
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }

@@ -16,14 +16,10 @@ fn snapshots(running: &Running) -> BTreeMap<String, ModelSnapshot> {
     let mut out = BTreeMap::new();
     for slot in shell.slots.values() {
         for (lineage, model) in &slot.state.models {
-            let specs = shell
-                .engine
-                .policy_for(lineage)
-                .map(|p| p.rules.as_slice())
-                .unwrap_or(&[]);
+            let policy = shell.engine.policy_for(lineage);
             out.insert(
                 lineage.clone(),
-                ModelSnapshot::capture(model, specs, model.input_offset),
+                ModelSnapshot::capture(model, policy, model.input_offset),
             );
         }
     }

@@ -37,9 +37,9 @@ fn apply(
 ) -> Vec<RetrainRequest> {
     events
         .iter()
-        .filter_map(|e| match engine.apply_event(state, e) {
-            EventOutcome::Applied { request, .. } => request.map(|r| *r),
-            EventOutcome::Skipped(_) => None,
+        .flat_map(|e| match engine.apply_event(state, e) {
+            EventOutcome::Applied { requests, .. } => requests,
+            EventOutcome::Skipped(_) => Vec::new(),
         })
         .collect()
 }
@@ -51,12 +51,10 @@ fn round_trip(engine: &Engine, state: &PartitionState) -> PartitionState {
     for (lineage, model) in &state.models {
         let policy = engine.policy_for(lineage).expect("policy");
         let bytes = codec
-            .encode(&ModelSnapshot::capture(model, &policy.rules, 0))
+            .encode(&ModelSnapshot::capture(model, Some(policy), 0))
             .expect("encode");
         let snapshot = codec.decode(&bytes).expect("decode");
-        restored
-            .models
-            .insert(lineage.clone(), snapshot.restore(policy));
+        restored.insert_restored(snapshot.restore(policy));
     }
     restored
 }
@@ -108,7 +106,7 @@ fn write_fixture_when_asked() {
     let engine = engine();
     let state = fixture_state();
     let policy = engine.policy_for(FIXTURE_MODEL).expect("policy");
-    let snapshot = ModelSnapshot::capture(&state.models[FIXTURE_MODEL], &policy.rules, 1234);
+    let snapshot = ModelSnapshot::capture(&state.models[FIXTURE_MODEL], Some(policy), 1234);
     let bytes = SnapshotCodec::new()
         .expect("codec")
         .encode(&snapshot)
@@ -138,9 +136,7 @@ fn a_version_1_snapshot_restores_and_continues() {
     let engine = engine();
     let policy = engine.policy_for(FIXTURE_MODEL).expect("policy");
     let mut restored = PartitionState::default();
-    restored
-        .models
-        .insert(FIXTURE_MODEL.to_owned(), snapshot.restore(policy));
+    restored.insert_restored(snapshot.restore(policy));
     let mut uninterrupted = fixture_state();
     let rest: Vec<MetricEvent> = events(200)
         .split_off(FIXTURE_TICK * 4)

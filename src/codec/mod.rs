@@ -35,8 +35,11 @@ pub mod schemas {
     pub const RETRAIN_STATUS: &str = include_str!("../../schemas/retrain_status.avsc");
     /// Version 1 of [`crate::engine::snapshot::ModelSnapshot`] (changelog values).
     pub const MODEL_SNAPSHOT_V1: &str = include_str!("../../schemas/model_snapshot_v1.avsc");
+    /// Version 2: detector state, N-of-M alert state, composites and the
+    /// samples waiting for the watermark.
+    pub const MODEL_SNAPSHOT_V2: &str = include_str!("../../schemas/model_snapshot_v2.avsc");
     /// The snapshot schema this build writes and reads into.
-    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V1;
+    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V2;
 }
 
 /// Which wire format a topic carries.

@@ -16,7 +16,10 @@ impl SnapshotCodec {
         Ok(SnapshotCodec {
             encoder: Encoder::confluent(SNAPSHOT_VERSION, schemas::MODEL_SNAPSHOT)?,
             decoder: Decoder::confluent_local(
-                &[(1, schemas::MODEL_SNAPSHOT_V1)],
+                &[
+                    (1, schemas::MODEL_SNAPSHOT_V1),
+                    (2, schemas::MODEL_SNAPSHOT_V2),
+                ],
                 schemas::MODEL_SNAPSHOT,
             )?,
         })

@@ -3,6 +3,7 @@
 //! consumer, `replay`, the demo, tests and benchmarks) runs this same code, so
 //! an offline replay is an oracle for the streaming path.
 
+pub mod alert;
 pub mod detector;
 pub mod policy;
 pub mod snapshot;
@@ -14,9 +15,11 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{MetricEvent, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
+use crate::detect::Level;
+use crate::model::{Action, MetricEvent, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
+use detector::{DetectorSpec, Direction, Judgement};
 use policy::{Policy, PolicySet, RuleSpec, WindowSpec};
-use state::{InFlight, ModelState, PartitionState};
+use state::{InFlight, ModelState, PartitionState, PendingValues};
 use window::{Placement, WindowResult};
 
 /// Engine-wide limits.
@@ -24,12 +27,19 @@ use window::{Placement, WindowResult};
 pub struct Limits {
     /// New models beyond this many in one partition are not tracked (counted).
     pub max_models_per_partition: usize,
+    /// How far behind its partition's stream time an event may be and still
+    /// be placed in its window. Samples wait until the watermark (stream
+    /// time minus this) passes them, then enter the windows in event-time
+    /// order; so out-of-order input within the lateness gives the same
+    /// windows as in-order input, and later events are refused.
+    pub allowed_lateness_ms: i64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_models_per_partition: 100_000,
+            allowed_lateness_ms: 0,
         }
     }
 }
@@ -39,7 +49,8 @@ impl Default for Limits {
 pub enum SkipReason {
     /// No policy matches the model and there is no default (`match = "*"`).
     NoPolicy,
-    /// Every sample the event carried was older than the open windows.
+    /// The event is behind its partition's watermark (stream time minus
+    /// the allowed lateness).
     TooLate,
     /// The event belongs to a version the model has already moved past.
     StaleVersion,
@@ -62,10 +73,14 @@ impl SkipReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
     Applied {
-        /// At most one request per event (the strongest action wins).
-        request: Option<Box<RetrainRequest>>,
+        /// Requests this event caused. The samples it releases (its own and,
+        /// when the watermark advances, other models' waiting ones) can each
+        /// fire at most one request; the strongest action wins.
+        requests: Vec<RetrainRequest>,
         /// The model is new to this partition.
         new_model: bool,
+        /// Other models whose state changed because the watermark advanced.
+        released: Vec<String>,
     },
     Skipped(SkipReason),
 }
@@ -89,11 +104,41 @@ pub struct Engine {
     limits: Limits,
 }
 
-/// A rule ready to fire on this event.
+/// A rule or composite rule ready to fire on this sample.
 struct Candidate {
-    rule: usize,
+    source: Source,
     window: WindowResult,
-    threshold: f64,
+    judgement: Option<Judgement>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Rule(usize),
+    Composite(usize),
+}
+
+impl Candidate {
+    fn name<'p>(&self, policy: &'p Policy) -> &'p str {
+        match self.source {
+            Source::Rule(i) => &policy.rules[i].name,
+            Source::Composite(j) => &policy.composites[j].name,
+        }
+    }
+
+    fn action(&self, policy: &Policy) -> Action {
+        match self.source {
+            Source::Rule(i) => policy.rules[i].action.unwrap_or(Action::FineTune),
+            Source::Composite(j) => policy.composites[j].action,
+        }
+    }
+
+    /// Configuration order: rules, then composite rules.
+    fn order(&self, policy: &Policy) -> usize {
+        match self.source {
+            Source::Rule(i) => i,
+            Source::Composite(j) => policy.rules.len() + j,
+        }
+    }
 }
 
 impl Engine {
@@ -117,22 +162,28 @@ impl Engine {
         let Some(policy) = self.policies.for_lineage(&lineage) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
+        let lateness = self.limits.allowed_lateness_ms;
+        if part
+            .watermark(lateness)
+            .is_some_and(|w| event.timestamp < w)
+        {
+            if let Some(model) = part.models.get_mut(&lineage) {
+                model.counters.late_events += 1;
+            }
+            return EventOutcome::Skipped(SkipReason::TooLate);
+        }
         let new_model = !part.models.contains_key(&lineage);
         if new_model && part.models.len() >= self.limits.max_models_per_partition {
             return EventOutcome::Skipped(SkipReason::ModelCap);
         }
-        let model = part.models.entry(lineage).or_insert_with(|| {
-            ModelState::new(
-                &event.model.project,
-                &event.model.name,
-                &policy.pattern,
-                &policy.rules,
-            )
-        });
+        let model = part
+            .models
+            .entry(lineage.clone())
+            .or_insert_with(|| ModelState::new(&event.model.project, &event.model.name, policy));
         if model.policy != policy.pattern {
             // The policy for this model changed (configuration reload).
             model.policy = policy.pattern.clone();
-            model.rules = policy.rules.iter().map(state::RuleState::new).collect();
+            model.reset_rules(Some(policy));
         }
 
         // Version handling: a new version starts fresh; stragglers of a
@@ -151,79 +202,168 @@ impl Engine {
             (_, Some(_)) if model.last_event_at.is_some_and(|t| event.timestamp < t) => {
                 return EventOutcome::Skipped(SkipReason::StaleVersion);
             }
-            (_, Some(v)) => model.start_version(Some(v.clone()), &policy.rules),
+            (_, Some(v)) => model.start_version(Some(v.clone()), Some(policy)),
         }
 
-        // An unresolved request stops blocking once its timeout has passed.
-        if let Some(flight) = &model.in_flight {
-            if event.timestamp >= flight.issued_at.saturating_add(policy.request_timeout_ms) {
-                model.in_flight = None;
-                model.counters.request_timeouts += 1;
-            }
-        }
-
-        let mut offered = 0;
-        let mut late = 0;
-        let mut overflow = 0;
-        let mut candidates = Vec::new();
-        let mut closed = Vec::new();
-        for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
-            let Some(value) = event.value(&spec.metric) else {
-                continue;
-            };
-            offered += 1;
-            closed.clear();
-            match rule
-                .window
-                .push(event.timestamp, value, spec.aggregate, &mut closed)
-            {
-                Placement::Accepted => {}
-                Placement::TooLate => late += 1,
-                Placement::Overflow => overflow += 1,
-            }
-            for window in &closed {
-                if rule.evaluate(spec, *window) {
-                    let threshold = rule
-                        .last
-                        .and_then(|e| e.breach)
-                        .map_or(f64::NAN, |b| b.threshold);
-                    candidates.push(Candidate {
-                        rule: index,
-                        window: *window,
-                        threshold,
-                    });
-                }
-            }
-        }
-        if offered > 0 && late == offered {
-            return EventOutcome::Skipped(SkipReason::TooLate);
-        }
         model.counters.events_applied += 1;
-        model.counters.late_samples += late as u64;
-        model.counters.overflow_samples += overflow as u64;
         model.last_event_at = Some(
             model
                 .last_event_at
                 .map_or(event.timestamp, |t| t.max(event.timestamp)),
         );
+        let stream_time = part
+            .stream_time
+            .map_or(event.timestamp, |t| t.max(event.timestamp));
+        part.stream_time = Some(stream_time);
+        let watermark = stream_time.saturating_sub(lateness);
 
+        let values: PendingValues = policy
+            .rules
+            .iter()
+            .map(|rule| event.value(&rule.metric))
+            .collect();
+        let mut requests = Vec::new();
+        let mut released = Vec::new();
+        if values.iter().all(Option::is_none) {
+            // Nothing for any rule: only the model-level bookkeeping above.
+        } else if part.pending.is_empty() && event.timestamp <= watermark {
+            // Nothing waits and this sample is already behind the watermark
+            // (always so without lateness): straight into the windows.
+            requests.extend(self.process_sample(model, policy, event.timestamp, &values));
+        } else {
+            let key = (event.timestamp, part.next_seq);
+            part.next_seq += 1;
+            model.pending.insert(key, values);
+            part.pending.insert(key, lineage.clone());
+        }
+        self.release(part, watermark, &mut requests, &mut released);
+        released.retain(|l| *l != lineage);
+        released.sort_unstable();
+        released.dedup();
+        EventOutcome::Applied {
+            requests,
+            new_model,
+            released,
+        }
+    }
+
+    /// Feeds every waiting sample at or before `watermark` into its model's
+    /// windows, in event-time order.
+    fn release(
+        &self,
+        part: &mut PartitionState,
+        watermark: i64,
+        requests: &mut Vec<RetrainRequest>,
+        released: &mut Vec<String>,
+    ) {
+        while let Some(entry) = part.pending.first_entry() {
+            if entry.key().0 > watermark {
+                break;
+            }
+            let (key, lineage) = entry.remove_entry();
+            // Entries of a model that restarted (new version) are gone.
+            let Some(model) = part.models.get_mut(&lineage) else {
+                continue;
+            };
+            let Some(values) = model.pending.remove(&key) else {
+                continue;
+            };
+            let Some(policy) = self.policies.for_lineage(&lineage) else {
+                continue;
+            };
+            if values.len() == policy.rules.len() {
+                requests.extend(self.process_sample(model, policy, key.0, &values));
+            }
+            released.push(lineage);
+        }
+    }
+
+    /// One sample (the values of one event for each rule) into the windows,
+    /// detectors and alert logic; returns the request it fires, if any.
+    fn process_sample(
+        &self,
+        model: &mut ModelState,
+        policy: &Policy,
+        timestamp: i64,
+        values: &[Option<f64>],
+    ) -> Option<RetrainRequest> {
+        // An unresolved request stops blocking once its timeout has passed.
+        if let Some(flight) = &model.in_flight {
+            if timestamp >= flight.issued_at.saturating_add(policy.request_timeout_ms) {
+                model.in_flight = None;
+                model.counters.request_timeouts += 1;
+            }
+        }
+
+        let mut candidates = Vec::new();
+        let mut closed = Vec::new();
+        let mut judged = false;
+        for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
+            let Some(value) = values.get(index).copied().flatten() else {
+                continue;
+            };
+            closed.clear();
+            match rule
+                .window
+                .push(timestamp, value, spec.aggregate, &mut closed)
+            {
+                Placement::Accepted => {}
+                Placement::TooLate => model.counters.late_samples += 1,
+                Placement::Overflow => model.counters.overflow_samples += 1,
+            }
+            for window in &closed {
+                judged = true;
+                let ready = rule.evaluate(spec, *window);
+                if rule.level() == Level::Warning {
+                    model.counters.warning_windows += 1;
+                }
+                if ready && spec.action.is_some() {
+                    candidates.push(Candidate {
+                        source: Source::Rule(index),
+                        window: *window,
+                        judgement: rule.last.map(|e| e.judgement),
+                    });
+                }
+            }
+        }
+        if judged {
+            for (j, composite) in policy.composites.iter().enumerate() {
+                let members = composite.members.iter().map(|m| &model.rules[*m]);
+                let in_alarm = members.clone().filter(|r| r.alert.active).count();
+                let holds = in_alarm >= composite.combine.required(composite.members.len());
+                let lasts = members.filter_map(|r| r.last.map(|e| e.window));
+                let window = lasts.fold(None, |acc: Option<WindowResult>, w| {
+                    Some(acc.map_or(w, |a| WindowResult {
+                        start: a.start.min(w.start),
+                        end: a.end.max(w.end),
+                        value: 0.0,
+                        samples: a.samples + w.samples,
+                    }))
+                });
+                let Some(mut window) = window else {
+                    continue;
+                };
+                window.value = in_alarm as f64;
+                if model.composites[j].observe(holds, window.end) {
+                    candidates.push(Candidate {
+                        source: Source::Composite(j),
+                        window,
+                        judgement: None,
+                    });
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
         let backing_off = model
             .backoff_until
             .is_some_and(|until| candidates.iter().all(|c| c.window.end < until));
-        let request = if candidates.is_empty() {
-            None
-        } else if model.in_flight.is_some() || backing_off {
+        if model.in_flight.is_some() || backing_off {
             model.counters.suppressed_while_in_flight += 1;
-            None
-        } else {
-            Some(Box::new(self.fire(
-                model,
-                policy,
-                &event.model,
-                &candidates,
-            )))
-        };
-        EventOutcome::Applied { request, new_model }
+            return None;
+        }
+        Some(self.fire(model, policy, &candidates))
     }
 
     /// Builds the request for the rules that fired, marks it in flight and
@@ -232,86 +372,94 @@ impl Engine {
         &self,
         model: &mut ModelState,
         policy: &Policy,
-        model_ref: &ModelRef,
         candidates: &[Candidate],
     ) -> RetrainRequest {
-        // Strongest action wins; among equals the first rule in config order.
+        // Strongest action wins; among equals the first in config order.
         let primary = candidates
             .iter()
             .max_by(|a, b| {
-                let (sa, sb) = (&policy.rules[a.rule], &policy.rules[b.rule]);
-                sa.action.cmp(&sb.action).then(b.rule.cmp(&a.rule))
+                a.action(policy)
+                    .cmp(&b.action(policy))
+                    .then(b.order(policy).cmp(&a.order(policy)))
             })
             .unwrap_or(&candidates[0]);
-        let spec = &policy.rules[primary.rule];
         let triggered_at = candidates
             .iter()
             .map(|c| c.window.end)
             .max()
             .unwrap_or(primary.window.end);
-        let mut fired: Vec<&str> = candidates
-            .iter()
-            .map(|c| policy.rules[c.rule].name.as_str())
-            .collect();
+        let mut fired: Vec<&str> = candidates.iter().map(|c| c.name(policy)).collect();
         fired.sort_unstable();
         fired.dedup();
 
         let model_ref = ModelRef {
-            version: model.version.clone().or_else(|| model_ref.version.clone()),
-            ..model_ref.clone()
+            project: model.project.clone(),
+            name: model.name.clone(),
+            version: model.version.clone(),
         };
         let request_id = request_id(&model_ref, &fired, primary.window.start, triggered_at);
         let mut evidence = BTreeMap::new();
         evidence.insert("policy".to_owned(), policy.pattern.clone());
         evidence.insert("rules_fired".to_owned(), fired.join(","));
         for c in candidates {
-            let s = &policy.rules[c.rule];
-            evidence.insert(
-                format!("rule.{}", s.name),
-                format!(
-                    "{} {} of {} = {} over [{}, {}) ({} samples), threshold {}, {} consecutive windows, action {}",
-                    s.detector.name(),
-                    s.aggregate.as_str(),
-                    s.metric,
-                    c.window.value,
-                    c.window.start,
-                    c.window.end,
-                    c.window.samples,
-                    c.threshold,
-                    s.confirm,
-                    s.action.as_str()
-                ),
-            );
+            evidence.insert(format!("rule.{}", c.name(policy)), describe(policy, c));
         }
         for c in candidates {
-            let rule = &mut model.rules[c.rule];
-            rule.consecutive = 0;
-            rule.cooldown_until = Some(
-                c.window
-                    .end
-                    .saturating_add(policy.rules[c.rule].cooldown_ms),
-            );
+            match c.source {
+                Source::Rule(i) => model.rules[i]
+                    .alert
+                    .fired(&policy.rules[i].alert, c.window.end),
+                Source::Composite(j) => {
+                    model.composites[j].fired(policy.composites[j].cooldown_ms, c.window.end)
+                }
+            }
         }
+        let action = primary.action(policy);
         model.counters.requests += 1;
         model.in_flight = Some(InFlight {
             request_id: request_id.clone(),
-            action: spec.action,
+            action,
             issued_at: triggered_at,
             last_status: None,
         });
+        let (detector, metric, threshold) = match primary.source {
+            Source::Rule(i) => {
+                let spec = &policy.rules[i];
+                let threshold = primary.judgement.and_then(|j| j.threshold);
+                (
+                    spec.detector.name().to_owned(),
+                    spec.metric.clone(),
+                    threshold.unwrap_or(f64::NAN),
+                )
+            }
+            Source::Composite(j) => {
+                let spec = &policy.composites[j];
+                let metrics: Vec<&str> = spec
+                    .members
+                    .iter()
+                    .map(|m| policy.rules[*m].metric.as_str())
+                    .collect();
+                let required = spec.combine.required(spec.members.len());
+                (
+                    spec.combine.as_str().to_owned(),
+                    metrics.join(","),
+                    required as f64,
+                )
+            }
+        };
         RetrainRequest {
             request_id,
             model: model_ref,
-            action: spec.action,
-            rule: spec.name.clone(),
-            detector: spec.detector.name().to_owned(),
-            metric: spec.metric.clone(),
+            action,
+            rule: primary.name(policy).to_owned(),
+            detector,
+            metric,
             observed: primary.window.value,
-            threshold: primary.threshold,
+            threshold,
             window_start: primary.window.start,
             window_end: primary.window.end,
             triggered_at,
-            reason: reason(spec, primary),
+            reason: reason(policy, primary),
             evidence,
         }
     }
@@ -351,8 +499,7 @@ impl Engine {
         if status == StatusKind::Succeeded {
             model.backoff_until = None;
             if let Some(version) = new_version.filter(|v| model.version.as_ref() != Some(v)) {
-                let rules = policy.map(|p| p.rules.as_slice()).unwrap_or(&[]);
-                model.start_version(Some(version), rules);
+                model.start_version(Some(version), policy);
             }
         }
     }
@@ -387,29 +534,112 @@ pub fn request_id(
     id
 }
 
-fn reason(spec: &RuleSpec, c: &Candidate) -> String {
-    let window = match spec.window {
+fn window_words(spec: &RuleSpec) -> String {
+    match spec.window {
         WindowSpec::Count { size } => format!("{size}-sample"),
         WindowSpec::Tumbling { size_ms } | WindowSpec::Sliding { size_ms, .. } => {
             humantime::format_duration(std::time::Duration::from_millis(size_ms.max(0) as u64))
                 .to_string()
         }
-    };
-    let side = match spec.detector.evaluate(c.window.value).map(|b| b.direction) {
-        Some(detector::Direction::Below) => "below",
-        _ => "above",
-    };
-    format!(
-        "{} {} {:.4} {} {} for {} consecutive {} window(s) (rule {})",
-        spec.metric,
-        spec.aggregate.as_str(),
-        c.window.value,
-        side,
-        c.threshold,
-        spec.confirm,
-        window,
-        spec.name
-    )
+    }
+}
+
+fn confirmation_words(spec: &RuleSpec) -> String {
+    let a = &spec.alert;
+    let windows = window_words(spec);
+    if a.confirm == a.of {
+        format!("{} consecutive {windows} window(s)", a.confirm)
+    } else {
+        format!("{} of the last {} {windows} windows", a.confirm, a.of)
+    }
+}
+
+/// One line saying why a request was made.
+fn reason(policy: &Policy, c: &Candidate) -> String {
+    match c.source {
+        Source::Rule(i) => {
+            let spec = &policy.rules[i];
+            let head = format!(
+                "{} {} {:.4}",
+                spec.metric,
+                spec.aggregate.as_str(),
+                c.window.value
+            );
+            let judged = match (&spec.detector, c.judgement) {
+                (DetectorSpec::Threshold { .. }, Some(j)) => {
+                    let side = match j.direction {
+                        Some(Direction::Below) => "below",
+                        _ => "above",
+                    };
+                    format!("{side} {}", j.threshold.unwrap_or(f64::NAN))
+                }
+                (_, Some(j)) => format!(
+                    "drifted: {} statistic {:.4} beyond {:.4}",
+                    spec.detector.name(),
+                    j.statistic.unwrap_or(f64::NAN),
+                    j.threshold.unwrap_or(f64::NAN)
+                ),
+                (_, None) => "drifted".to_owned(),
+            };
+            format!(
+                "{head} {judged} for {} (rule {})",
+                confirmation_words(spec),
+                spec.name
+            )
+        }
+        Source::Composite(j) => {
+            let spec = &policy.composites[j];
+            let members: Vec<&str> = spec
+                .members
+                .iter()
+                .map(|m| policy.rules[*m].name.as_str())
+                .collect();
+            format!(
+                "{} of rules [{}] in alarm: {} of {} (rule {})",
+                spec.combine.as_str(),
+                members.join(", "),
+                c.window.value,
+                spec.members.len(),
+                spec.name
+            )
+        }
+    }
+}
+
+/// The evidence entry of one candidate.
+fn describe(policy: &Policy, c: &Candidate) -> String {
+    match c.source {
+        Source::Rule(i) => {
+            let s = &policy.rules[i];
+            let (statistic, threshold) = c.judgement.map_or((f64::NAN, f64::NAN), |j| {
+                (
+                    j.statistic.unwrap_or(f64::NAN),
+                    j.threshold.unwrap_or(f64::NAN),
+                )
+            });
+            format!(
+                "{} {} of {} = {} over [{}, {}) ({} samples), statistic {}, threshold {}, confirmed by {}, action {}",
+                s.detector.name(),
+                s.aggregate.as_str(),
+                s.metric,
+                c.window.value,
+                c.window.start,
+                c.window.end,
+                c.window.samples,
+                statistic,
+                threshold,
+                confirmation_words(s),
+                c.action(policy).as_str()
+            )
+        }
+        Source::Composite(_) => format!(
+            "{} over [{}, {}), action {}",
+            reason(policy, c),
+            c.window.start,
+            c.window.end,
+            c.action(policy).as_str()
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use globset::{Glob, GlobMatcher};
 
+pub use super::alert::{AlertSpec, Combine};
+pub use super::detector::DetectorSpec;
 use crate::model::Action;
 
 /// How samples are grouped before a detector looks at them.
@@ -48,18 +50,8 @@ impl Aggregate {
     }
 }
 
-/// What counts as a breach of a window aggregate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DetectorSpec {
-    /// Breach when the aggregate is below `below` or above `above`
-    /// (either or both; both make a band the value must stay inside).
-    Threshold {
-        below: Option<f64>,
-        above: Option<f64>,
-    },
-}
-
-/// One rule of a policy.
+/// One rule of a policy: a metric, windowed and aggregated, judged by a
+/// detector, turned into an alarm by the alert logic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSpec {
     pub name: String,
@@ -67,9 +59,21 @@ pub struct RuleSpec {
     pub window: WindowSpec,
     pub aggregate: Aggregate,
     pub detector: DetectorSpec,
-    /// Consecutive breaching windows needed before the rule fires.
-    pub confirm: u32,
-    /// Event-time quiet period after the rule fires.
+    pub alert: AlertSpec,
+    /// What the rule asks for when it fires; `None`: the rule only feeds
+    /// composite rules.
+    pub action: Option<Action>,
+}
+
+/// A rule over other rules of the same policy: fires when any (or all) of
+/// its members are in alarm at once, for example so that a latency spike
+/// alone does not cause a full retrain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompositeSpec {
+    pub name: String,
+    pub combine: Combine,
+    /// Indices of the member rules in the policy's rules.
+    pub members: Vec<usize>,
     pub cooldown_ms: i64,
     pub action: Action,
 }
@@ -81,6 +85,7 @@ pub struct Policy {
     pub pattern: String,
     matcher: GlobMatcher,
     pub rules: Vec<RuleSpec>,
+    pub composites: Vec<CompositeSpec>,
     /// Event time after which an unresolved request no longer blocks new ones.
     pub request_timeout_ms: i64,
     /// Event time after a FAILED request before a new request may fire.
@@ -99,9 +104,16 @@ impl Policy {
             pattern: pattern.to_owned(),
             matcher,
             rules,
+            composites: Vec::new(),
             request_timeout_ms,
             failed_backoff_ms: 0,
         })
+    }
+
+    /// Adds composite rules over this policy's rules.
+    pub fn with_composites(mut self, composites: Vec<CompositeSpec>) -> Self {
+        self.composites = composites;
+        self
     }
 
     /// Sets the back-off after a FAILED request.

@@ -5,14 +5,16 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::detector::{Breach, Direction};
-use super::policy::{Policy, RuleSpec};
+use super::alert::{AlertState, CompositeState};
+use super::detector::{DetectorSpec, DetectorState, Direction, Judgement};
+use super::policy::{CompositeSpec, Policy, RuleSpec};
 use super::state::{Evaluation, InFlight, ModelCounters, ModelState, RuleState};
 use super::window::{WindowResult, WindowState};
+use crate::detect::Level;
 use crate::model::{Action, StatusKind};
 
 /// The snapshot schema version this build writes.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// A model's state as stored in the changelog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,8 @@ pub struct ModelSnapshot {
     /// Next input offset when taken: records below are already reflected.
     pub input_offset: i64,
     pub rules: Vec<RuleSnapshot>,
+    pub composites: Vec<CompositeSnapshot>,
+    pub pending: Vec<PendingSnapshot>,
     pub in_flight: Option<InFlightSnapshot>,
     pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
@@ -42,7 +46,29 @@ pub struct RuleSnapshot {
     pub timestamps: Vec<i64>,
     pub consecutive: i64,
     pub cooldown_until: Option<i64>,
+    pub recent: i64,
+    pub in_alarm: bool,
+    pub calm: i64,
+    pub fired_in_episode: bool,
+    pub detector_state: Option<String>,
     pub last: Option<EvaluationSnapshot>,
+}
+
+/// One composite rule's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompositeSnapshot {
+    pub name: String,
+    pub spec: String,
+    pub fired_while_holding: bool,
+    pub cooldown_until: Option<i64>,
+}
+
+/// A sample waiting for the watermark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSnapshot {
+    pub timestamp: i64,
+    pub seq: i64,
+    pub values: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +79,9 @@ pub struct EvaluationSnapshot {
     pub samples: i64,
     pub breach_threshold: Option<f64>,
     pub breach_below: Option<bool>,
+    pub level: Option<String>,
+    pub statistic: Option<f64>,
+    pub learning: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,10 +97,36 @@ pub fn rule_fingerprint(spec: &RuleSpec) -> String {
     format!("{spec:?}")
 }
 
+/// The fingerprint snapshot version 1 wrote for `spec`, for the rules
+/// version 1 could express (a threshold, N consecutive windows, an action),
+/// so that their state survives the upgrade.
+fn version_1_fingerprint(spec: &RuleSpec) -> Option<String> {
+    let a = &spec.alert;
+    let action = spec.action?;
+    if a.confirm != a.of || a.recover_after.is_some() {
+        return None;
+    }
+    let DetectorSpec::Threshold { below, above } = spec.detector else {
+        return None;
+    };
+    Some(format!(
+        "RuleSpec {{ name: {:?}, metric: {:?}, window: {:?}, aggregate: {:?}, detector: Threshold {{ below: {below:?}, above: {above:?} }}, confirm: {}, cooldown_ms: {}, action: {action:?} }}",
+        spec.name, spec.metric, spec.window, spec.aggregate, a.confirm, a.cooldown_ms
+    ))
+}
+
+/// A composite rule's fingerprint, as for rules.
+fn composite_fingerprint(spec: &CompositeSpec) -> String {
+    format!("{spec:?}")
+}
+
 impl ModelSnapshot {
-    /// Captures `model` (governed by rules `specs`) at input offset `input_offset`.
-    pub fn capture(model: &ModelState, specs: &[RuleSpec], input_offset: i64) -> Self {
+    /// Captures `model` (governed by `policy`) at input offset `input_offset`.
+    pub fn capture(model: &ModelState, policy: Option<&Policy>, input_offset: i64) -> Self {
         let c = &model.counters;
+        let (specs, composites) = policy.map_or((&[][..], &[][..]), |p| {
+            (p.rules.as_slice(), p.composites.as_slice())
+        });
         ModelSnapshot {
             project: model.project.clone(),
             name: model.name.clone(),
@@ -84,6 +139,25 @@ impl ModelSnapshot {
                 .zip(&model.rules)
                 .map(|(s, r)| capture_rule(s, r))
                 .collect(),
+            composites: composites
+                .iter()
+                .zip(&model.composites)
+                .map(|(spec, state)| CompositeSnapshot {
+                    name: spec.name.clone(),
+                    spec: composite_fingerprint(spec),
+                    fired_while_holding: state.fired_while_holding,
+                    cooldown_until: state.cooldown_until,
+                })
+                .collect(),
+            pending: model
+                .pending
+                .iter()
+                .map(|((timestamp, seq), values)| PendingSnapshot {
+                    timestamp: *timestamp,
+                    seq: i64::try_from(*seq).unwrap_or(i64::MAX),
+                    values: values.clone(),
+                })
+                .collect(),
             in_flight: model.in_flight.as_ref().map(|f| InFlightSnapshot {
                 request_id: f.request_id.clone(),
                 action: f.action.as_str().to_owned(),
@@ -94,7 +168,9 @@ impl ModelSnapshot {
             last_event_at: model.last_event_at,
             counters: BTreeMap::from([
                 ("events_applied".to_owned(), c.events_applied as i64),
+                ("late_events".to_owned(), c.late_events as i64),
                 ("late_samples".to_owned(), c.late_samples as i64),
+                ("warning_windows".to_owned(), c.warning_windows as i64),
                 ("overflow_samples".to_owned(), c.overflow_samples as i64),
                 ("requests".to_owned(), c.requests as i64),
                 (
@@ -113,9 +189,11 @@ impl ModelSnapshot {
 
     /// Rebuilds the model under `policy` (the current configuration). Rule
     /// state is kept for rules whose definition is unchanged; other rules
-    /// start fresh, and so do all rules if the policy itself changed.
+    /// start fresh, and so do all rules if the policy itself changed (the
+    /// samples waiting for the watermark are then dropped too, since they
+    /// hold one value per rule of the old policy).
     pub fn restore(&self, policy: &Policy) -> ModelState {
-        let mut model = ModelState::new(&self.project, &self.name, &policy.pattern, &policy.rules);
+        let mut model = ModelState::new(&self.project, &self.name, policy);
         model.version = self.version.clone();
         model.retired_versions = self
             .retired_versions
@@ -125,16 +203,39 @@ impl ModelSnapshot {
         if self.policy == policy.pattern {
             for (spec, state) in policy.rules.iter().zip(model.rules.iter_mut()) {
                 let fingerprint = rule_fingerprint(spec);
-                if let Some(saved) = self
-                    .rules
-                    .iter()
-                    .find(|r| r.rule == spec.name && r.spec == fingerprint)
-                {
+                let legacy = version_1_fingerprint(spec);
+                if let Some(saved) = self.rules.iter().find(|r| {
+                    r.rule == spec.name
+                        && (r.spec == fingerprint || legacy.as_ref() == Some(&r.spec))
+                }) {
                     if let Some(restored) = restore_rule(spec, saved) {
                         *state = restored;
                     }
                 }
             }
+            for (spec, state) in policy.composites.iter().zip(model.composites.iter_mut()) {
+                let fingerprint = composite_fingerprint(spec);
+                if let Some(saved) = self
+                    .composites
+                    .iter()
+                    .find(|c| c.name == spec.name && c.spec == fingerprint)
+                {
+                    *state = CompositeState {
+                        fired_while_holding: saved.fired_while_holding,
+                        cooldown_until: saved.cooldown_until,
+                    };
+                }
+            }
+            let rules = policy.rules.len();
+            model.pending = self
+                .pending
+                .iter()
+                .filter(|p| p.values.len() == rules)
+                .map(|p| {
+                    let seq = u64::try_from(p.seq.max(0)).unwrap_or(0);
+                    ((p.timestamp, seq), p.values.clone())
+                })
+                .collect();
         }
         model.in_flight = self.in_flight.as_ref().and_then(|f| {
             Some(InFlight {
@@ -149,7 +250,9 @@ impl ModelSnapshot {
         let get = |k: &str| self.counters.get(k).copied().unwrap_or(0).max(0) as u64;
         model.counters = ModelCounters {
             events_applied: get("events_applied"),
+            late_events: get("late_events"),
             late_samples: get("late_samples"),
+            warning_windows: get("warning_windows"),
             overflow_samples: get("overflow_samples"),
             requests: get("requests"),
             suppressed_while_in_flight: get("suppressed_while_in_flight"),
@@ -185,15 +288,27 @@ fn capture_rule(spec: &RuleSpec, rule: &RuleState) -> RuleSnapshot {
         window_last,
         values,
         timestamps,
-        consecutive: i64::from(rule.consecutive),
-        cooldown_until: rule.cooldown_until,
+        consecutive: 0,
+        cooldown_until: rule.alert.cooldown_until,
+        recent: rule.alert.recent as i64,
+        in_alarm: rule.alert.active,
+        calm: i64::from(rule.alert.calm),
+        fired_in_episode: rule.alert.fired_in_episode,
+        detector_state: match &rule.detector {
+            DetectorState::Threshold => None,
+            // Every detector state serializes (no maps with non-string keys).
+            state => serde_json::to_string(state).ok(),
+        },
         last: rule.last.map(|e| EvaluationSnapshot {
             start: e.window.start,
             end: e.window.end,
             value: e.window.value,
             samples: e.window.samples as i64,
-            breach_threshold: e.breach.map(|b| b.threshold),
-            breach_below: e.breach.map(|b| b.direction == Direction::Below),
+            breach_threshold: e.judgement.threshold,
+            breach_below: e.judgement.direction.map(|d| d == Direction::Below),
+            level: Some(level_name(e.judgement.level).to_owned()),
+            statistic: e.judgement.statistic,
+            learning: e.judgement.learning,
         }),
     }
 }
@@ -231,28 +346,90 @@ fn restore_rule(spec: &RuleSpec, saved: &RuleSnapshot) -> Option<RuleState> {
                 .collect();
         }
     }
-    state.consecutive = u32::try_from(saved.consecutive.max(0)).unwrap_or(u32::MAX);
-    state.cooldown_until = saved.cooldown_until;
-    state.last = saved.last.as_ref().map(|e| Evaluation {
-        window: WindowResult {
-            start: e.start,
-            end: e.end,
-            value: e.value,
-            samples: e.samples.max(0) as usize,
-        },
-        breach: e
-            .breach_threshold
-            .zip(e.breach_below)
-            .map(|(threshold, below)| Breach {
-                threshold,
-                direction: if below {
-                    Direction::Below
-                } else {
-                    Direction::Above
-                },
-            }),
+    let recent = if saved.recent != 0 {
+        saved.recent as u64
+    } else {
+        // Version 1 kept a count of consecutive breaching windows.
+        let consecutive = saved.consecutive.clamp(0, 64) as u32;
+        u64::MAX.checked_shr(64 - consecutive).unwrap_or(0)
+    };
+    state.alert = AlertState {
+        recent,
+        active: saved.in_alarm,
+        calm: u32::try_from(saved.calm.max(0)).unwrap_or(u32::MAX),
+        cooldown_until: saved.cooldown_until,
+        fired_in_episode: saved.fired_in_episode,
+    };
+    if let Some(json) = &saved.detector_state {
+        match serde_json::from_str::<DetectorState>(json) {
+            Ok(detector) if same_kind(&detector, &state.detector) => state.detector = detector,
+            // A state this build cannot read starts fresh.
+            _ => {}
+        }
+    }
+    state.last = saved.last.as_ref().map(|e| {
+        let level = match e.level.as_deref() {
+            Some(name) => parse_level(name),
+            None if e.breach_threshold.is_some() => Level::Drift,
+            None => Level::Stable,
+        };
+        Evaluation {
+            window: WindowResult {
+                start: e.start,
+                end: e.end,
+                value: e.value,
+                samples: e.samples.max(0) as usize,
+            },
+            judgement: Judgement {
+                level,
+                // Version 1 had no statistic: a threshold's is the value.
+                statistic: e.statistic.or(e.level.is_none().then_some(e.value)),
+                threshold: e.breach_threshold,
+                direction: e.breach_below.map(|below| {
+                    if below {
+                        Direction::Below
+                    } else {
+                        Direction::Above
+                    }
+                }),
+                learning: e.learning,
+            },
+        }
     });
     Some(state)
+}
+
+fn same_kind(a: &DetectorState, b: &DetectorState) -> bool {
+    match (a, b) {
+        (DetectorState::Threshold, DetectorState::Threshold) => true,
+        (
+            DetectorState::Sequential {
+                detector: da,
+                baseline: ba,
+            },
+            DetectorState::Sequential {
+                detector: db,
+                baseline: bb,
+            },
+        ) => da.name() == db.name() && ba.is_some() == bb.is_some(),
+        _ => false,
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Stable => "stable",
+        Level::Warning => "warning",
+        Level::Drift => "drift",
+    }
+}
+
+fn parse_level(name: &str) -> Level {
+    match name {
+        "warning" => Level::Warning,
+        "drift" => Level::Drift,
+        _ => Level::Stable,
+    }
 }
 
 fn parse_action(s: &str) -> Option<Action> {

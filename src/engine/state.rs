@@ -4,9 +4,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use super::detector::Breach;
-use super::policy::RuleSpec;
+use super::alert::{AlertState, CompositeState};
+use super::detector::{DetectorState, Judgement};
+use super::policy::{Policy, RuleSpec};
 use super::window::{WindowResult, WindowState};
+use crate::detect::Level;
 use crate::model::{Action, StatusKind};
 
 /// How many superseded versions a model remembers to ignore stragglers.
@@ -16,17 +18,15 @@ const REMEMBERED_VERSIONS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Evaluation {
     pub window: WindowResult,
-    pub breach: Option<Breach>,
+    pub judgement: Judgement,
 }
 
 /// State of one rule for one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleState {
     pub window: WindowState,
-    /// Consecutive breaching windows so far.
-    pub consecutive: u32,
-    /// Event time before which the rule may not fire again.
-    pub cooldown_until: Option<i64>,
+    pub detector: DetectorState,
+    pub alert: AlertState,
     pub last: Option<Evaluation>,
 }
 
@@ -34,26 +34,29 @@ impl RuleState {
     pub fn new(spec: &RuleSpec) -> Self {
         RuleState {
             window: WindowState::new(spec.window),
-            consecutive: 0,
-            cooldown_until: None,
+            detector: spec.detector.initial_state(),
+            alert: AlertState::default(),
             last: None,
         }
     }
 
-    /// Records a closed window's verdict; true when the rule is ready to fire
-    /// (confirmed and not cooling down).
+    /// Judges a closed window and records the verdict; true when the rule
+    /// is ready to fire (see [`AlertState::observe`]).
     pub fn evaluate(&mut self, spec: &RuleSpec, window: WindowResult) -> bool {
-        let breach = spec.detector.evaluate(window.value);
-        self.last = Some(Evaluation { window, breach });
-        if breach.is_some() {
-            self.consecutive = self.consecutive.saturating_add(1);
-        } else {
-            self.consecutive = 0;
-        }
-        let cooled = self.cooldown_until.is_none_or(|until| window.end >= until);
-        breach.is_some() && self.consecutive >= spec.confirm && cooled
+        let judgement = self.detector.judge(&spec.detector, window.value);
+        self.last = Some(Evaluation { window, judgement });
+        self.alert.observe(&spec.alert, judgement.level, window.end)
+    }
+
+    /// The level of the last window judged.
+    pub fn level(&self) -> Level {
+        self.last.map_or(Level::Stable, |e| e.judgement.level)
     }
 }
+
+/// One sample waiting for the watermark: the event's value for each rule
+/// (by index in the policy), `None` where the event lacks the metric.
+pub type PendingValues = Vec<Option<f64>>;
 
 /// A request that is out and not yet resolved by the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,7 +72,13 @@ pub struct InFlight {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelCounters {
     pub events_applied: u64,
+    /// Events behind the partition's watermark (dead-lettered or dropped).
+    pub late_events: u64,
+    /// Samples older than a rule's open window (possible only after a
+    /// policy change or a restore from an older snapshot).
     pub late_samples: u64,
+    /// Windows judged at the warning level.
+    pub warning_windows: u64,
     /// Samples dropped because a window was full.
     pub overflow_samples: u64,
     pub requests: u64,
@@ -88,6 +97,11 @@ pub struct ModelState {
     /// The pattern of the policy the rules below belong to.
     pub policy: String,
     pub rules: Vec<RuleState>,
+    /// State of the policy's composite rules, by index.
+    pub composites: Vec<CompositeState>,
+    /// Samples accepted but not yet behind the watermark, by (event time,
+    /// arrival sequence): they enter the windows in event-time order.
+    pub pending: BTreeMap<(i64, u64), PendingValues>,
     pub in_flight: Option<InFlight>,
     /// After a FAILED request: event time before which no new request fires.
     pub backoff_until: Option<i64>,
@@ -99,15 +113,17 @@ pub struct ModelState {
 }
 
 impl ModelState {
-    pub fn new(project: &str, name: &str, policy: &str, rules: &[RuleSpec]) -> Self {
+    pub fn new(project: &str, name: &str, policy: &Policy) -> Self {
         ModelState {
             lineage: format!("{project}/{name}"),
             project: project.to_owned(),
             name: name.to_owned(),
             version: None,
             retired_versions: VecDeque::new(),
-            policy: policy.to_owned(),
-            rules: rules.iter().map(RuleState::new).collect(),
+            policy: policy.pattern.clone(),
+            rules: policy.rules.iter().map(RuleState::new).collect(),
+            composites: vec![CompositeState::default(); policy.composites.len()],
+            pending: BTreeMap::new(),
             in_flight: None,
             backoff_until: None,
             last_event_at: None,
@@ -116,8 +132,9 @@ impl ModelState {
         }
     }
 
-    /// Starts `version` fresh: new rule state, the old version retired.
-    pub fn start_version(&mut self, version: Option<String>, rules: &[RuleSpec]) {
+    /// Starts `version` fresh: new rule state (and baselines), the old
+    /// version retired, its samples still waiting for the watermark dropped.
+    pub fn start_version(&mut self, version: Option<String>, policy: Option<&Policy>) {
         if let Some(old) = self.version.take() {
             if Some(&old) != version.as_ref() {
                 self.retired_versions.push_back(old);
@@ -127,11 +144,21 @@ impl ModelState {
             }
         }
         self.version = version;
+        self.reset_rules(policy);
+    }
+
+    /// Fresh state for every rule and composite of `policy` (none without).
+    pub fn reset_rules(&mut self, policy: Option<&Policy>) {
+        let (rules, composites) =
+            policy.map_or((&[][..], 0), |p| (&p.rules[..], p.composites.len()));
         self.rules = rules.iter().map(RuleState::new).collect();
+        self.composites = vec![CompositeState::default(); composites];
+        self.pending.clear();
     }
 
     /// A JSON-friendly view for the HTTP API.
     pub fn view(&self, specs: &[RuleSpec]) -> ModelView {
+        let pending_samples = self.pending.len();
         ModelView {
             model: self.lineage.clone(),
             version: self.version.clone(),
@@ -140,6 +167,7 @@ impl ModelState {
             in_flight: self.in_flight.clone(),
             backoff_until: self.backoff_until,
             counters: self.counters.clone(),
+            pending_samples,
             rules: specs
                 .iter()
                 .zip(&self.rules)
@@ -150,9 +178,12 @@ impl ModelState {
                             metric: spec.metric.clone(),
                             aggregate: spec.aggregate.as_str(),
                             detector: spec.detector.name(),
-                            confirm: spec.confirm,
-                            consecutive_breaches: state.consecutive,
-                            cooldown_until: state.cooldown_until,
+                            level: state.level(),
+                            confirm: spec.alert.confirm,
+                            confirm_of: spec.alert.of,
+                            recent_drift_windows: state.alert.drift_count(&spec.alert),
+                            in_alarm: state.alert.active,
+                            cooldown_until: state.alert.cooldown_until,
                             buffered_samples: state.window.buffered(),
                             last_window: state.last,
                         },
@@ -173,6 +204,8 @@ pub struct ModelView {
     pub in_flight: Option<InFlight>,
     pub backoff_until: Option<i64>,
     pub counters: ModelCounters,
+    /// Samples waiting for the watermark.
+    pub pending_samples: usize,
     pub rules: BTreeMap<String, RuleView>,
 }
 
@@ -182,8 +215,16 @@ pub struct RuleView {
     pub metric: String,
     pub aggregate: &'static str,
     pub detector: &'static str,
+    /// Level of the last window judged.
+    pub level: Level,
+    /// N of N-of-M confirmation.
     pub confirm: u32,
-    pub consecutive_breaches: u32,
+    /// M of N-of-M confirmation.
+    pub confirm_of: u32,
+    /// Drift verdicts among the last M windows.
+    pub recent_drift_windows: u32,
+    /// Confirmed and not yet recovered.
+    pub in_alarm: bool,
     pub cooldown_until: Option<i64>,
     pub buffered_samples: usize,
     pub last_window: Option<Evaluation>,
@@ -193,10 +234,49 @@ pub struct RuleView {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartitionState {
     pub models: BTreeMap<String, ModelState>,
+    /// Latest event time applied in this partition (its stream time).
+    pub stream_time: Option<i64>,
+    /// Every model's pending samples, by (event time, arrival sequence):
+    /// which model to release next when the watermark advances.
+    pub(crate) pending: BTreeMap<(i64, u64), String>,
+    pub(crate) next_seq: u64,
 }
 
 impl PartitionState {
     pub fn model(&self, lineage: &str) -> Option<&ModelState> {
         self.models.get(lineage)
+    }
+
+    /// Stream time minus the allowed lateness: events before it are late.
+    pub fn watermark(&self, allowed_lateness_ms: i64) -> Option<i64> {
+        self.stream_time
+            .map(|t| t.saturating_sub(allowed_lateness_ms))
+    }
+
+    /// The state of a partition whose models were restored.
+    pub fn from_restored(models: BTreeMap<String, ModelState>) -> Self {
+        let mut state = PartitionState::default();
+        for model in models.into_values() {
+            state.insert_restored(model);
+        }
+        state
+    }
+
+    /// Adds a restored model: its pending samples rejoin the release order
+    /// and its latest event time the stream time.
+    pub fn insert_restored(&mut self, model: ModelState) {
+        for key in model.pending.keys() {
+            self.pending.insert(*key, model.lineage.clone());
+            self.next_seq = self.next_seq.max(key.1 + 1);
+        }
+        if let Some(t) = model.last_event_at {
+            self.stream_time = Some(self.stream_time.map_or(t, |s| s.max(t)));
+        }
+        self.models.insert(model.lineage.clone(), model);
+    }
+
+    /// Samples waiting for the watermark, across models.
+    pub fn pending_samples(&self) -> usize {
+        self.pending.len()
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::policy::{Aggregate, DetectorSpec, Policy, PolicySet, RuleSpec, WindowSpec};
+use super::policy::{Aggregate, AlertSpec, DetectorSpec, Policy, PolicySet, RuleSpec, WindowSpec};
 use super::state::PartitionState;
 use super::*;
 use crate::model::{Action, MetricEvent, ModelRef, RetrainStatus, StatusKind};
@@ -21,9 +21,11 @@ fn rule(
         window: WindowSpec::Tumbling { size_ms: 5 * MIN },
         aggregate: Aggregate::Mean,
         detector: DetectorSpec::Threshold { below, above },
-        confirm,
-        cooldown_ms: 60 * MIN,
-        action,
+        alert: AlertSpec {
+            cooldown_ms: 60 * MIN,
+            ..AlertSpec::consecutive(confirm)
+        },
+        action: Some(action),
     }
 }
 
@@ -52,9 +54,9 @@ fn feed(
     accuracy: f64,
 ) -> Vec<RetrainRequest> {
     (from_min..to_min)
-        .filter_map(|m| {
+        .flat_map(|m| {
             match engine.apply_event(part, &event(name, m * MIN, &[("accuracy", accuracy)])) {
-                EventOutcome::Applied { request, .. } => request.map(|r| *r),
+                EventOutcome::Applied { requests, .. } => requests,
                 EventOutcome::Skipped(reason) => panic!("skipped: {reason:?}"),
             }
         })
@@ -137,7 +139,7 @@ fn a_recovered_window_resets_confirmation() {
 fn no_second_request_while_one_is_unresolved_and_terminal_status_reopens() {
     for terminal in [StatusKind::Succeeded, StatusKind::Failed] {
         let mut r = rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune);
-        r.cooldown_ms = 0;
+        r.alert.cooldown_ms = 0;
         let e = engine(vec![r]);
         let mut part = PartitionState::default();
         let first = feed(&e, &mut part, "m", 0, 6, 0.5);
@@ -173,7 +175,7 @@ fn no_second_request_while_one_is_unresolved_and_terminal_status_reopens() {
 #[test]
 fn unresolved_request_times_out_in_event_time() {
     let mut r = rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune);
-    r.cooldown_ms = 0;
+    r.alert.cooldown_ms = 0;
     let e = engine(vec![r]);
     let mut part = PartitionState::default();
     assert_eq!(feed(&e, &mut part, "m", 0, 6, 0.5).len(), 1); // at 5 min
@@ -208,7 +210,7 @@ fn succeeded_with_new_version_starts_that_version_fresh() {
     assert!(model
         .rules
         .iter()
-        .all(|r| r.consecutive == 0 && r.window.buffered() == 0));
+        .all(|r| r.alert.recent == 0 && r.window.buffered() == 0));
     // Stragglers of version 1 are ignored.
     assert_eq!(
         e.apply_event(&mut part, &event("m", 12 * MIN, &[("accuracy", 0.5)])),
@@ -232,13 +234,11 @@ fn strongest_action_wins_when_rules_fire_together() {
     let mut part = PartitionState::default();
     let mut requests = Vec::new();
     for m in 0..6 {
-        if let EventOutcome::Applied {
-            request: Some(r), ..
-        } = e.apply_event(
+        if let EventOutcome::Applied { requests: r, .. } = e.apply_event(
             &mut part,
             &event("m", m * MIN, &[("accuracy", 0.5), ("latency_ms", 500.0)]),
         ) {
-            requests.push(*r);
+            requests.extend(r);
         }
     }
     assert_eq!(requests.len(), 1);
@@ -297,6 +297,7 @@ fn unmatched_models_and_the_model_cap_are_counted_not_tracked() {
         PolicySet::new(vec![policy]),
         Limits {
             max_models_per_partition: 1,
+            ..Limits::default()
         },
     );
     let mut part = PartitionState::default();
@@ -341,7 +342,7 @@ fn late_events_are_counted_as_too_late() {
 #[test]
 fn failed_backs_off_before_a_new_request_and_succeeded_does_not() {
     let mut r = rule("acc", "accuracy", Some(0.85), None, 1, Action::FineTune);
-    r.cooldown_ms = 0;
+    r.alert.cooldown_ms = 0;
     let policy = Policy::new("*", vec![r], 6 * 60 * MIN)
         .expect("glob")
         .with_failed_backoff(30 * MIN);
@@ -367,14 +368,27 @@ fn failed_backs_off_before_a_new_request_and_succeeded_does_not() {
 
 #[test]
 fn a_late_event_of_an_older_unknown_version_does_not_take_the_model_over() {
-    let e = engine(vec![rule(
-        "acc",
-        "accuracy",
-        Some(0.85),
-        None,
-        1,
-        Action::FineTune,
-    )]);
+    let policy = Policy::new(
+        "*",
+        vec![rule(
+            "acc",
+            "accuracy",
+            Some(0.85),
+            None,
+            1,
+            Action::FineTune,
+        )],
+        6 * 60 * MIN,
+    )
+    .expect("glob");
+    // Within the allowed lateness, so judged by version rather than refused.
+    let e = Engine::new(
+        PolicySet::new(vec![policy]),
+        Limits {
+            allowed_lateness_ms: 5 * MIN,
+            ..Limits::default()
+        },
+    );
     let mut part = PartitionState::default();
     let at = |v: &str, m: i64| {
         let mut ev = event("m", m * MIN, &[("accuracy", 0.9)]);

@@ -169,14 +169,11 @@ impl Outputs {
                 let Some(model) = slot.state.models.get_mut(&lineage) else {
                     continue;
                 };
-                let specs = engine
-                    .policy_for(&lineage)
-                    .map(|p| p.rules.as_slice())
-                    .unwrap_or(&[]);
+                let policy = engine.policy_for(&lineage);
                 model.input_offset = offset;
                 let payload = self
                     .snapshots
-                    .encode(&ModelSnapshot::capture(model, specs, offset))?;
+                    .encode(&ModelSnapshot::capture(model, policy, offset))?;
                 let key = Self::changelog_key(topic, &lineage);
                 let record = FutureRecord::to(&self.changelog_topic)
                     .partition(*partition)

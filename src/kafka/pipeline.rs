@@ -23,8 +23,9 @@ use super::restore::Restorer;
 use super::shell::{lock, Ownership, Shell, Slot, TopicPartition};
 use super::{admin, client, PipelineError};
 use crate::codec::{schemas, Decoder};
-use crate::config::{Config, InputTopics, Processing};
-use crate::engine::{EventOutcome, StatusOutcome};
+use crate::config::{Config, InputTopics, LatePolicy, Processing};
+use crate::engine::state::PartitionState;
+use crate::engine::{EventOutcome, SkipReason, StatusOutcome};
 use crate::model::{MetricEvent, RetrainStatus};
 use crate::telemetry::Metrics;
 
@@ -163,12 +164,17 @@ impl Worker<'_> {
                     return Ok(());
                 }
                 match engine.apply_event(&mut slot.state, &event) {
-                    EventOutcome::Applied { request, new_model } => {
+                    EventOutcome::Applied {
+                        requests,
+                        new_model,
+                        released,
+                    } => {
                         self.metrics
                             .records_applied
                             .with_label_values(&[topic])
                             .inc();
                         slot.dirty.insert(lineage.clone());
+                        slot.dirty.extend(released);
                         if new_model {
                             self.metrics.models_tracked.inc();
                             if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
@@ -177,7 +183,7 @@ impl Worker<'_> {
                                     "model seen on two partitions: producers must key telemetry by project/name");
                             }
                         }
-                        if let Some(request) = request {
+                        for request in requests {
                             if let Some(status) = book.get(&request.request_id) {
                                 engine.apply_status(&mut slot.state, status);
                             }
@@ -196,6 +202,26 @@ impl Worker<'_> {
                             .records_skipped
                             .with_label_values(&[topic, reason.as_str()])
                             .inc();
+                        if reason == SkipReason::TooLate {
+                            slot.dirty.insert(lineage.clone()); // its late_events counter
+                            if self.config.engine.late_events == LatePolicy::DeadLetter {
+                                let lateness = self.config.engine.allowed_lateness_ms;
+                                let watermark = slot.state.watermark(lateness).unwrap_or(i64::MIN);
+                                let dead = DeadLetter {
+                                    kind: "late",
+                                    reason: format!(
+                                        "event time {} is behind the partition's watermark {} (stream time minus allowed lateness {} ms)",
+                                        event.timestamp, watermark, lateness
+                                    ),
+                                };
+                                self.metrics
+                                    .records_dead_lettered
+                                    .with_label_values(&[topic, dead.kind])
+                                    .inc();
+                                slot.pending
+                                    .push(self.outputs.send_dead_letter(msg, &dead)?);
+                            }
+                        }
                     }
                 }
             }
@@ -260,7 +286,7 @@ fn restore_pending(
         let Some(slot) = shell.slots.get_mut(&tp) else {
             continue; // revoked meanwhile
         };
-        slot.state.models = models;
+        slot.state = PartitionState::from_restored(models);
         slot.restoring = false;
         let refetch_from = slot.refetch_from.take();
         let lineages: Vec<String> = slot.state.models.keys().cloned().collect();
