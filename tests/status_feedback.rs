@@ -153,6 +153,6 @@ async fn health_readiness_metrics_and_unknown_models_over_http() {
     let view = model_json(running.http_addr).await;
     assert_eq!(view["model"], "fraud/scorer");
     assert_eq!(view["version"], "7");
-    assert_eq!(view["rules"]["accuracy-drop"]["consecutive_breaches"], 0);
+    assert_eq!(view["rules"]["accuracy-drop"]["recent_drift_windows"], 0);
     stop(running).await;
 }
