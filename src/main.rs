@@ -138,7 +138,24 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
     };
     println!("{}: ok", args.config.display());
     for policy in config.policies.policies() {
-        let rules: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+        let mut rules: Vec<String> = policy
+            .rules
+            .iter()
+            .map(|r| format!("{} ({})", r.name, r.detector.name()))
+            .collect();
+        rules.extend(policy.composites.iter().map(|c| {
+            let members: Vec<&str> = c
+                .members
+                .iter()
+                .map(|m| policy.rules[*m].name.as_str())
+                .collect();
+            format!(
+                "{} ({} of {})",
+                c.name,
+                c.combine.as_str(),
+                members.join(", ")
+            )
+        }));
         println!("  policy {:?}: {}", policy.pattern, rules.join(", "));
     }
     for warning in config.warnings() {

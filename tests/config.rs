@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use driftwatch::codec::FormatKind;
-use driftwatch::config::{Config, ConfigError, InputTopics};
+use driftwatch::config::{Config, ConfigError, InputTopics, LatePolicy};
 use driftwatch::engine::policy::{Aggregate, DetectorSpec, WindowSpec};
 use driftwatch::model::Action;
 
@@ -106,7 +106,11 @@ fn example_loads_and_compiles() {
     assert_eq!(config.output_format.kind, FormatKind::Json);
 
     let policies = config.policies.policies();
-    assert_eq!(policies.len(), 2);
+    assert_eq!(policies.len(), 3);
+    let ads = config.policies.for_lineage("ads/ctr").expect("ads policy");
+    assert_eq!(ads.rules[0].detector.name(), "cusum");
+    assert_eq!(ads.rules[1].action, None);
+    assert_eq!(ads.composites[0].members, vec![1, 2]);
     let fraud = config
         .policies
         .for_lineage("fraud/scorer")
@@ -125,7 +129,7 @@ fn example_loads_and_compiles() {
 
     let default = config
         .policies
-        .for_lineage("ads/ctr")
+        .for_lineage("search/ranker")
         .expect("default policy");
     assert_eq!(default.pattern, "*");
     assert_eq!(default.request_timeout_ms, 6 * 3_600_000);
@@ -158,7 +162,7 @@ fn example_loads_and_compiles() {
 fn example_loads_through_load() {
     let config =
         with_env(&[], || Config::load(Some(&example_path()), &[])).expect("example.toml loads");
-    assert_eq!(config.policies.policies().len(), 2);
+    assert_eq!(config.policies.policies().len(), 3);
 }
 
 #[test]
@@ -573,4 +577,128 @@ fn processing_mode_changelog_and_instance_defaults_and_errors() {
         driftwatch::config::Processing::AtLeastOnce
     );
     assert_eq!(alo.kafka.instance_id, "pod-3");
+}
+
+fn with_detector(detector: &str) -> String {
+    MINIMAL.replace(
+        r#"detector = { kind = "threshold", below = 0.85 }"#,
+        &format!("detector = {detector}"),
+    )
+}
+
+#[test]
+fn sequential_detectors_compile_with_defaults_and_name_bad_parameters() {
+    for kind in [
+        "cusum",
+        "ewma",
+        "shewhart",
+        "page_hinkley",
+        "adwin",
+        "ddm",
+        "hddm_a",
+        "distribution",
+    ] {
+        let toml = with_detector(&format!(r#"{{ kind = "{kind}" }}"#));
+        let config = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let rule = &config.policies.policies()[0].rules[0];
+        assert_eq!(rule.detector.name(), kind);
+    }
+    let key = "policy[0].rule[0].detector";
+    assert_error(
+        &with_detector(r#"{ kind = "cusum", h = 5, arl0 = 500 }"#),
+        &format!("{key}.arl0"),
+        "give h or arl0, not both",
+    );
+    assert_error(
+        &with_detector(r#"{ kind = "page_hinkley", treshold = 5 }"#),
+        &format!("{key}.treshold"),
+        "unknown key",
+    );
+    assert_error(
+        &with_detector(r#"{ kind = "adwin", delta = 2 }"#),
+        key,
+        "delta must be in (0, 1)",
+    );
+    assert_error(
+        &with_detector(r#"{ kind = "kalman" }"#),
+        &format!("{key}.kind"),
+        "\"kalman\" is not one of: threshold, cusum",
+    );
+    assert_error(
+        &with_detector(r#"{ kind = "ewma", baseline = { kind = "warmup" } }"#),
+        &format!("{key}.baseline.windows"),
+        "required",
+    );
+    assert_error(
+        &with_detector(
+            r#"{ kind = "shewhart", baseline = { kind = "fixed", mean = 1, std = 0 } }"#,
+        ),
+        &format!("{key}.baseline.std"),
+        "> 0",
+    );
+}
+
+#[test]
+fn n_of_m_hysteresis_and_composites_are_checked() {
+    let rule = "policy[0].rule[0]";
+    let toml = MINIMAL.replace("action = ", "confirm = 3\nconfirm_of = 2\naction = ");
+    assert_error(&toml, &format!("{rule}.confirm_of"), "at least confirm");
+    let toml = MINIMAL.replace("action = ", "confirm = 65\naction = ");
+    assert_error(&toml, &format!("{rule}.confirm"), "at most 64");
+    let toml = MINIMAL.replace("action = ", "recover_after = 0\naction = ");
+    assert_error(&toml, &format!("{rule}.recover_after"), ">= 1");
+
+    let composite = |body: &str| format!("{MINIMAL}\n[[policy.composite]]\n{body}\n");
+    let toml = composite(
+        r#"name = "c"
+all = ["accuracy-drop", "latency"]
+action = "full_retrain""#,
+    );
+    assert_error(
+        &toml,
+        "policy[0].composite[0].all[1]",
+        "\"latency\" is not a rule of this policy",
+    );
+    let toml = composite(
+        r#"name = "accuracy-drop"
+any = ["accuracy-drop"]
+action = "full_retrain""#,
+    );
+    assert_error(&toml, "policy[0].composite[0].name", "duplicate rule name");
+    let toml = composite(
+        r#"name = "c"
+any = ["accuracy-drop"]
+action = "none""#,
+    );
+    assert_error(
+        &toml,
+        "policy[0].composite[0].action",
+        "fine_tune or full_retrain",
+    );
+
+    let ok = composite(
+        r#"name = "c"
+any = ["accuracy-drop"]
+cooldown = "1h"
+action = "full_retrain""#,
+    )
+    .replace("action = \"fine_tune\"", "action = \"none\"");
+    let config = Config::from_toml_str(&ok).expect("valid");
+    let policy = &config.policies.policies()[0];
+    assert_eq!(policy.rules[0].action, None);
+    assert_eq!(policy.composites[0].members, vec![0]);
+    assert_eq!(policy.composites[0].cooldown_ms, 3_600_000);
+}
+
+#[test]
+fn lateness_and_late_policy() {
+    let config = Config::from_toml_str(MINIMAL).expect("valid");
+    assert_eq!(config.engine.allowed_lateness_ms, 0);
+    assert_eq!(config.engine.late_events, LatePolicy::DeadLetter);
+    let toml = format!("{MINIMAL}\n[engine]\nallowed_lateness = \"2m\"\nlate_events = \"drop\"\n");
+    let config = Config::from_toml_str(&toml).expect("valid");
+    assert_eq!(config.engine.allowed_lateness_ms, 120_000);
+    assert_eq!(config.engine.late_events, LatePolicy::Drop);
+    let toml = format!("{MINIMAL}\n[engine]\nlate_events = \"keep\"\n");
+    assert_error(&toml, "engine.late_events", "\"keep\" is not one of");
 }
