@@ -97,6 +97,16 @@ pub enum StatusOutcome {
     UnknownModel,
 }
 
+/// One window judged by a rule, as recorded by [`Engine::apply_event_traced`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub lineage: String,
+    /// Index of the rule in the model's policy.
+    pub rule: usize,
+    pub window: WindowResult,
+    pub judgement: Judgement,
+}
+
 /// The decision logic. Holds the policies; state is passed in.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -158,6 +168,17 @@ impl Engine {
     /// Applies one valid event (see [`MetricEvent::validate`]) to the state
     /// of the partition it was read from.
     pub fn apply_event(&self, part: &mut PartitionState, event: &MetricEvent) -> EventOutcome {
+        self.apply_event_traced(part, event, None)
+    }
+
+    /// [`Engine::apply_event`], also recording every window judged (for
+    /// reports) in `trace`.
+    pub fn apply_event_traced(
+        &self,
+        part: &mut PartitionState,
+        event: &MetricEvent,
+        mut trace: Option<&mut Vec<Judged>>,
+    ) -> EventOutcome {
         let lineage = event.model.lineage();
         let Some(policy) = self.policies.for_lineage(&lineage) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
@@ -229,14 +250,20 @@ impl Engine {
         } else if part.pending.is_empty() && event.timestamp <= watermark {
             // Nothing waits and this sample is already behind the watermark
             // (always so without lateness): straight into the windows.
-            requests.extend(self.process_sample(model, policy, event.timestamp, &values));
+            requests.extend(self.process_sample(
+                model,
+                policy,
+                event.timestamp,
+                &values,
+                trace.as_deref_mut(),
+            ));
         } else {
             let key = (event.timestamp, part.next_seq);
             part.next_seq += 1;
             model.pending.insert(key, values);
             part.pending.insert(key, lineage.clone());
         }
-        self.release(part, watermark, &mut requests, &mut released);
+        self.release(part, watermark, &mut requests, &mut released, trace);
         released.retain(|l| *l != lineage);
         released.sort_unstable();
         released.dedup();
@@ -255,6 +282,7 @@ impl Engine {
         watermark: i64,
         requests: &mut Vec<RetrainRequest>,
         released: &mut Vec<String>,
+        mut trace: Option<&mut Vec<Judged>>,
     ) {
         while let Some(entry) = part.pending.first_entry() {
             if entry.key().0 > watermark {
@@ -272,7 +300,13 @@ impl Engine {
                 continue;
             };
             if values.len() == policy.rules.len() {
-                requests.extend(self.process_sample(model, policy, key.0, &values));
+                requests.extend(self.process_sample(
+                    model,
+                    policy,
+                    key.0,
+                    &values,
+                    trace.as_deref_mut(),
+                ));
             }
             released.push(lineage);
         }
@@ -286,6 +320,7 @@ impl Engine {
         policy: &Policy,
         timestamp: i64,
         values: &[Option<f64>],
+        mut trace: Option<&mut Vec<Judged>>,
     ) -> Option<RetrainRequest> {
         // An unresolved request stops blocking once its timeout has passed.
         if let Some(flight) = &model.in_flight {
@@ -314,6 +349,14 @@ impl Engine {
             for window in &closed {
                 judged = true;
                 let ready = rule.evaluate(spec, *window);
+                if let (Some(trace), Some(last)) = (trace.as_deref_mut(), rule.last) {
+                    trace.push(Judged {
+                        lineage: model.lineage.clone(),
+                        rule: index,
+                        window: last.window,
+                        judgement: last.judgement,
+                    });
+                }
                 if rule.level() == Level::Warning {
                     model.counters.warning_windows += 1;
                 }
