@@ -344,3 +344,46 @@ fn by_model(requests: Vec<RetrainRequest>) -> BTreeMap<String, Vec<RetrainReques
     }
     out
 }
+
+#[test]
+fn a_new_model_version_learns_its_baseline_again() {
+    use driftwatch::engine::detector::{Baseline, DetectorState};
+    let engine = engine(
+        r#"
+[[policy]]
+match = "*"
+[[policy.rule]]
+name = "acc"
+metric = "accuracy"
+window = { kind = "count", size = 1 }
+detector = { kind = "ewma", baseline = { kind = "warmup", windows = 20 } }
+action = "fine_tune"
+"#,
+    );
+    let baseline =
+        |part: &PartitionState| match &part.model("p/m").expect("model").rules[0].detector {
+            DetectorState::Sequential {
+                baseline: Some(b), ..
+            } => b.clone(),
+            other => panic!("unexpected state {other:?}"),
+        };
+    let mut part = PartitionState::default();
+    for m in 0..30 {
+        let accuracy = 0.9 + 0.001 * (m % 3) as f64;
+        engine.apply_event(&mut part, &event("m", m, &[("accuracy", accuracy)]));
+    }
+    assert!(matches!(baseline(&part), Baseline::Learned { .. }));
+    let mut next = event("m", 30, &[("accuracy", 0.5)]);
+    next.model.version = Some("2".to_owned());
+    engine.apply_event(&mut part, &next);
+    assert_eq!(
+        baseline(&part),
+        Baseline::Learning {
+            target: 20,
+            n: 1,
+            mean: 0.5,
+            m2: 0.0
+        },
+        "version 2 starts learning from its own first value"
+    );
+}

@@ -1,5 +1,6 @@
-//! Malformed and invalid records go to the dead-letter topic with their
-//! reason and source coordinates, and the records around them still flow.
+//! Malformed, invalid and late records go to the dead-letter topic with
+//! their reason and source coordinates, and the records around them still
+//! flow.
 
 mod common;
 
@@ -30,6 +31,8 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         ("invalid", Some(invalid_json)),
         ("empty", None),
     ];
+    // An event far behind its partition's watermark (no lateness allowed).
+    let late = first_of(&events, "healthy-000");
 
     let running = start(config).await;
     let producer = producer(&kafka);
@@ -44,8 +47,9 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         )
         .await;
     }
+    produce_events(&kafka, &producer, std::slice::from_ref(&late), None).await;
     produce_events(&kafka, &producer, rest, None).await;
-    let total = events.len() + bad.len();
+    let total = events.len() + bad.len() + 1;
     wait_processed(&[&running], total).await;
 
     assert_eq!(
@@ -60,6 +64,7 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         .collect();
     kinds.sort();
     let mut wanted: Vec<String> = bad.iter().map(|(k, _)| k.to_string()).collect();
+    wanted.push("late".to_owned());
     wanted.sort();
     assert_eq!(kinds, wanted);
     for msg in &dead {
@@ -92,9 +97,30 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
     assert!(header(invalid, dlq_headers::ERROR)
         .expect("reason")
         .contains("model.name is empty"));
+    let late = dead
+        .iter()
+        .find(|m| header(m, dlq_headers::ERROR_KIND).as_deref() == Some("late"))
+        .expect("late record");
+    let reason = header(late, dlq_headers::ERROR).expect("reason");
+    assert!(
+        reason.contains("behind the partition's watermark"),
+        "{reason}"
+    );
     assert_eq!(
         counter(&running, "records_dead_lettered_total"),
-        bad.len() as u64
+        bad.len() as u64 + 1
     );
     stop(running).await;
+}
+
+/// The first event of model `name`.
+fn first_of(
+    events: &[driftwatch::model::MetricEvent],
+    name: &str,
+) -> driftwatch::model::MetricEvent {
+    events
+        .iter()
+        .find(|e| e.model.name == name)
+        .cloned()
+        .expect("the model has events")
 }

@@ -197,31 +197,34 @@ impl Worker<'_> {
                                 "retrain request");
                         }
                     }
+                    EventOutcome::Skipped(SkipReason::TooLate)
+                        if self.config.engine.late_events == LatePolicy::DeadLetter =>
+                    {
+                        slot.dirty.insert(lineage.clone()); // its late_events counter
+                        let lateness = self.config.engine.allowed_lateness_ms;
+                        let watermark = slot.state.watermark(lateness).unwrap_or(i64::MIN);
+                        let dead = DeadLetter {
+                            kind: "late",
+                            reason: format!(
+                                "event time {} is behind the partition's watermark {} (stream time minus allowed lateness {} ms)",
+                                event.timestamp, watermark, lateness
+                            ),
+                        };
+                        self.metrics
+                            .records_dead_lettered
+                            .with_label_values(&[topic, dead.kind])
+                            .inc();
+                        slot.pending
+                            .push(self.outputs.send_dead_letter(msg, &dead)?);
+                    }
                     EventOutcome::Skipped(reason) => {
+                        if reason == SkipReason::TooLate {
+                            slot.dirty.insert(lineage.clone()); // its late_events counter
+                        }
                         self.metrics
                             .records_skipped
                             .with_label_values(&[topic, reason.as_str()])
                             .inc();
-                        if reason == SkipReason::TooLate {
-                            slot.dirty.insert(lineage.clone()); // its late_events counter
-                            if self.config.engine.late_events == LatePolicy::DeadLetter {
-                                let lateness = self.config.engine.allowed_lateness_ms;
-                                let watermark = slot.state.watermark(lateness).unwrap_or(i64::MIN);
-                                let dead = DeadLetter {
-                                    kind: "late",
-                                    reason: format!(
-                                        "event time {} is behind the partition's watermark {} (stream time minus allowed lateness {} ms)",
-                                        event.timestamp, watermark, lateness
-                                    ),
-                                };
-                                self.metrics
-                                    .records_dead_lettered
-                                    .with_label_values(&[topic, dead.kind])
-                                    .inc();
-                                slot.pending
-                                    .push(self.outputs.send_dead_letter(msg, &dead)?);
-                            }
-                        }
                     }
                 }
             }
