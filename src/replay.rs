@@ -44,7 +44,10 @@ pub fn replay_with_timeline(
     }
     data.summary = vec![
         ("events applied".to_owned(), report.applied.to_string()),
-        ("invalid events".to_owned(), report.invalid.len().to_string()),
+        (
+            "invalid events".to_owned(),
+            report.invalid.len().to_string(),
+        ),
         ("requests".to_owned(), report.requests.len().to_string()),
     ];
     data.summary.extend(
