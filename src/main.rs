@@ -261,7 +261,20 @@ fn replay_file(args: &ReplayArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = replay::replay(&service::engine_for(&config), events);
+    let engine = service::engine_for(&config);
+    let report = match &args.report {
+        None => replay::replay(&engine, events),
+        Some(path) => {
+            let (report, mut timeline) = replay::replay_with_timeline(&engine, events);
+            timeline.title = format!("driftwatch replay of {}", args.input.display());
+            if let Err(e) = std::fs::write(path, driftwatch::report::render_html(&timeline)) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("report written to {}", path.display());
+            report
+        }
+    };
     for request in &report.requests {
         if let Err(e) = demo::print_request(request) {
             eprintln!("error: writing output: {e}");

@@ -65,10 +65,13 @@ async fn replay_command_gives_the_streaming_requests() {
     std::fs::write(&config_path, config_toml(&kafka, "replay-test")).expect("write config");
     let input = dir.path().join("events.avro");
     driftwatch::codec::write_events_ocf(&input, &events).expect("write events");
+    let report = dir.path().join("report.html");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(["replay", "--config"])
         .arg(&config_path)
         .arg(&input)
+        .arg("--report")
+        .arg(&report)
         .output()
         .expect("run driftwatch replay");
     assert!(
@@ -82,4 +85,17 @@ async fn replay_command_gives_the_streaming_requests() {
         .map(|line| serde_json::from_str(line).expect("one JSON request per line"))
         .collect();
     assert_eq!(sorted(replayed), streamed);
+
+    // The HTML report: one section per model, every request marked.
+    let html = std::fs::read_to_string(&report).expect("report written");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for lineage in events.iter().map(|e| e.model.lineage()) {
+        assert!(html.contains(&format!("<h2>{lineage}</h2>")), "{lineage}");
+    }
+    for request in &streamed {
+        assert!(html.contains(&request.request_id), "{}", request.request_id);
+    }
+    for external in ["<script", "<link", " src="] {
+        assert!(!html.contains(external), "self-contained: {external}");
+    }
 }
