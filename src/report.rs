@@ -93,7 +93,7 @@ pub fn render_html(data: &ReportData) -> String {
 }
 
 fn model_section(out: &mut String, index: usize, name: &str, model: &ModelTimeline) {
-    let _ = write!(out, "<section id=\"m{index}\"><h2>{}</h2>\n", escape(name));
+    let _ = writeln!(out, "<section id=\"m{index}\"><h2>{}</h2>", escape(name));
     let mut metrics: Vec<&str> = model.samples.keys().map(String::as_str).collect();
     for w in &model.windows {
         if !metrics.contains(&w.metric.as_str()) {
@@ -115,7 +115,7 @@ fn model_section(out: &mut String, index: usize, name: &str, model: &ModelTimeli
             .iter()
             .filter(|r| r.metric.split(',').any(|m| m == metric))
             .collect();
-        let _ = write!(out, "<h3>{}</h3>\n", escape(metric));
+        let _ = writeln!(out, "<h3>{}</h3>", escape(metric));
         let chart = svg::Chart::new(samples, &windows, &requests);
         if chart.downsampled() {
             let _ = write!(
