@@ -229,11 +229,7 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
             .map(|r| format!("{} ({})", r.name, r.detector.name()))
             .collect();
         rules.extend(policy.composites.iter().map(|c| {
-            let members: Vec<&str> = c
-                .members
-                .iter()
-                .map(|m| policy.rules[*m].name.as_str())
-                .collect();
+            let members: Vec<&str> = policy.members(c).map(|r| r.name.as_str()).collect();
             format!(
                 "{} ({} of {})",
                 c.name,

@@ -477,11 +477,7 @@ impl Engine {
             }
             Source::Composite(j) => {
                 let spec = &policy.composites[j];
-                let metrics: Vec<&str> = spec
-                    .members
-                    .iter()
-                    .map(|m| policy.rules[*m].metric.as_str())
-                    .collect();
+                let metrics: Vec<&str> = policy.members(spec).map(|r| r.metric.as_str()).collect();
                 let required = spec.combine.required(spec.members.len());
                 (
                     spec.combine.as_str().to_owned(),
@@ -632,11 +628,7 @@ fn reason(policy: &Policy, c: &Candidate) -> String {
         }
         Source::Composite(j) => {
             let spec = &policy.composites[j];
-            let members: Vec<&str> = spec
-                .members
-                .iter()
-                .map(|m| policy.rules[*m].name.as_str())
-                .collect();
+            let members: Vec<&str> = policy.members(spec).map(|r| r.name.as_str()).collect();
             format!(
                 "{} of rules [{}] in alarm: {} of {} (rule {})",
                 spec.combine.as_str(),

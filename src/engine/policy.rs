@@ -122,6 +122,14 @@ impl Policy {
         self
     }
 
+    /// The member rules of `composite`, one of this policy's composites.
+    pub fn members<'a>(
+        &'a self,
+        composite: &'a CompositeSpec,
+    ) -> impl Iterator<Item = &'a RuleSpec> + 'a {
+        composite.members.iter().filter_map(|m| self.rules.get(*m))
+    }
+
     pub fn matches(&self, lineage: &str) -> bool {
         self.matcher.is_match(lineage)
     }
