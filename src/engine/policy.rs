@@ -1,10 +1,13 @@
 //! Compiled policies: which rules apply to which models. Built from the
 //! configuration by [`crate::config`], used read-only by the engine.
 
+use std::sync::OnceLock;
+
 use globset::{Glob, GlobMatcher};
 
 pub use super::alert::{AlertSpec, Combine};
 pub use super::detector::DetectorSpec;
+use super::snapshot::Fingerprints;
 use crate::model::Action;
 
 /// How samples are grouped before a detector looks at them.
@@ -90,6 +93,8 @@ pub struct Policy {
     pub request_timeout_ms: i64,
     /// Event time after a FAILED request before a new request may fire.
     pub failed_backoff_ms: i64,
+    /// Computed on first use (snapshots need them for every model).
+    fingerprints: OnceLock<Fingerprints>,
 }
 
 impl Policy {
@@ -107,12 +112,14 @@ impl Policy {
             composites: Vec::new(),
             request_timeout_ms,
             failed_backoff_ms: 0,
+            fingerprints: OnceLock::new(),
         })
     }
 
     /// Adds composite rules over this policy's rules.
     pub fn with_composites(mut self, composites: Vec<CompositeSpec>) -> Self {
         self.composites = composites;
+        self.fingerprints = OnceLock::new();
         self
     }
 
@@ -120,6 +127,12 @@ impl Policy {
     pub fn with_failed_backoff(mut self, failed_backoff_ms: i64) -> Self {
         self.failed_backoff_ms = failed_backoff_ms;
         self
+    }
+
+    /// The fingerprints of the rules and composites, which decide whether
+    /// a snapshot's rule state still applies.
+    pub fn fingerprints(&self) -> &Fingerprints {
+        self.fingerprints.get_or_init(|| Fingerprints::of(self))
     }
 
     /// The member rules of `composite`, one of this policy's composites.

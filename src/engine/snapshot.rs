@@ -2,8 +2,10 @@
 //! conversion only; encoding lives in the codec (schemas/model_snapshot_v*.avsc).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::alert::{AlertState, CompositeState};
 use super::detector::{DetectorSpec, DetectorState, Direction, Judgement};
@@ -93,8 +95,19 @@ pub struct InFlightSnapshot {
 }
 
 /// A rule definition's fingerprint: state survives only an unchanged rule.
+/// A digest of the whole definition (detector parameters included), so
+/// that every snapshot does not carry each rule's definition in full.
 pub fn rule_fingerprint(spec: &RuleSpec) -> String {
-    format!("{spec:?}")
+    digest(&format!("{spec:?}"))
+}
+
+fn digest(text: &str) -> String {
+    let hash = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(32);
+    for byte in &hash[..16] {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 /// The fingerprint snapshot version 1 wrote for `spec`, for the rules
@@ -117,7 +130,31 @@ fn version_1_fingerprint(spec: &RuleSpec) -> Option<String> {
 
 /// A composite rule's fingerprint, as for rules.
 fn composite_fingerprint(spec: &CompositeSpec) -> String {
-    format!("{spec:?}")
+    digest(&format!("{spec:?}"))
+}
+
+/// The fingerprints of a policy's rules and composites, computed once per
+/// policy (see [`Policy::fingerprints`]) rather than for every snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprints {
+    pub rules: Vec<String>,
+    /// What version 1 wrote for each rule, where it could express it.
+    pub version_1: Vec<Option<String>>,
+    pub composites: Vec<String>,
+}
+
+impl Fingerprints {
+    pub fn of(policy: &Policy) -> Self {
+        Fingerprints {
+            rules: policy.rules.iter().map(rule_fingerprint).collect(),
+            version_1: policy.rules.iter().map(version_1_fingerprint).collect(),
+            composites: policy
+                .composites
+                .iter()
+                .map(composite_fingerprint)
+                .collect(),
+        }
+    }
 }
 
 impl ModelSnapshot {
@@ -127,6 +164,12 @@ impl ModelSnapshot {
         let (specs, composites) = policy.map_or((&[][..], &[][..]), |p| {
             (p.rules.as_slice(), p.composites.as_slice())
         });
+        let fingerprints = policy.map(Policy::fingerprints);
+        let fingerprint = |list: fn(&Fingerprints) -> &Vec<String>, i: usize| {
+            fingerprints
+                .and_then(|f| list(f).get(i).cloned())
+                .unwrap_or_default()
+        };
         ModelSnapshot {
             project: model.project.clone(),
             name: model.name.clone(),
@@ -137,14 +180,16 @@ impl ModelSnapshot {
             rules: specs
                 .iter()
                 .zip(&model.rules)
-                .map(|(s, r)| capture_rule(s, r))
+                .enumerate()
+                .map(|(i, (s, r))| capture_rule(s, fingerprint(|f| &f.rules, i), r))
                 .collect(),
             composites: composites
                 .iter()
                 .zip(&model.composites)
-                .map(|(spec, state)| CompositeSnapshot {
+                .enumerate()
+                .map(|(i, (spec, state))| CompositeSnapshot {
                     name: spec.name.clone(),
-                    spec: composite_fingerprint(spec),
+                    spec: fingerprint(|f| &f.composites, i),
                     fired_while_holding: state.fired_while_holding,
                     cooldown_until: state.cooldown_until,
                 })
@@ -201,24 +246,29 @@ impl ModelSnapshot {
             .cloned()
             .collect::<VecDeque<_>>();
         if self.policy == policy.pattern {
-            for (spec, state) in policy.rules.iter().zip(model.rules.iter_mut()) {
-                let fingerprint = rule_fingerprint(spec);
-                let legacy = version_1_fingerprint(spec);
+            let fingerprints = policy.fingerprints();
+            for (i, (spec, state)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
+                let fingerprint = &fingerprints.rules[i];
+                let legacy = fingerprints.version_1[i].as_ref();
                 if let Some(saved) = self.rules.iter().find(|r| {
-                    r.rule == spec.name
-                        && (r.spec == fingerprint || legacy.as_ref() == Some(&r.spec))
+                    r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec))
                 }) {
                     if let Some(restored) = restore_rule(spec, saved) {
                         *state = restored;
                     }
                 }
             }
-            for (spec, state) in policy.composites.iter().zip(model.composites.iter_mut()) {
-                let fingerprint = composite_fingerprint(spec);
+            for (i, (spec, state)) in policy
+                .composites
+                .iter()
+                .zip(model.composites.iter_mut())
+                .enumerate()
+            {
+                let fingerprint = &fingerprints.composites[i];
                 if let Some(saved) = self
                     .composites
                     .iter()
-                    .find(|c| c.name == spec.name && c.spec == fingerprint)
+                    .find(|c| c.name == spec.name && &c.spec == fingerprint)
                 {
                     *state = CompositeState {
                         fired_while_holding: saved.fired_while_holding,
@@ -263,7 +313,7 @@ impl ModelSnapshot {
     }
 }
 
-fn capture_rule(spec: &RuleSpec, rule: &RuleState) -> RuleSnapshot {
+fn capture_rule(spec: &RuleSpec, fingerprint: String, rule: &RuleState) -> RuleSnapshot {
     let (window_start, window_last, values, timestamps) = match &rule.window {
         WindowState::Count {
             first_ts,
@@ -283,7 +333,7 @@ fn capture_rule(spec: &RuleSpec, rule: &RuleState) -> RuleSnapshot {
     };
     RuleSnapshot {
         rule: spec.name.clone(),
-        spec: rule_fingerprint(spec),
+        spec: fingerprint,
         window_start,
         window_last,
         values,
