@@ -9,8 +9,8 @@ to reproduce Python's random number generator. The Gaussian generators round
 every value to 12 decimals (``_q``): for |x| < 9000 the shortest repr of
 such a value has a decimal significand below 2**53 and a power of ten below
 1e22, which even a fast, not correctly rounding JSON reader (serde_json
-without its ``float_roundtrip`` feature, as in this crate) turns back into
-exactly the same double. So River and Rust see bit-identical inputs.
+without its ``float_roundtrip`` feature; this crate turns it on) turns back
+into exactly the same double. So River and Rust see bit-identical inputs.
 
 Interface (kept stable: other scripts import it):
 
