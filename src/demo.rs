@@ -8,19 +8,19 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
 use crate::config::Config;
 use crate::model::RetrainRequest;
 use crate::service::{self, ServiceError};
-use crate::simulator::{Simulator, SimulatorConfig};
+use crate::simulate::{SimulateError, SimulateOptions, WireFormat};
+use crate::simulator::SimulatorConfig;
 
 /// The demo's policies and topics.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
@@ -48,6 +48,8 @@ pub enum DemoError {
     Service(#[from] ServiceError),
     #[error("writing to stdout: {0}")]
     Stdout(#[from] std::io::Error),
+    #[error("simulator: {0}")]
+    Simulator(#[from] SimulateError),
 }
 
 /// Runs the demo until `duration` passes or `stop` completes; returns the
@@ -108,40 +110,17 @@ fn simulate(
     bootstrap: &str,
     options: &DemoOptions,
     stop: &AtomicBool,
-) -> Result<u64, rdkafka::error::KafkaError> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()?;
-    let mut sim = Simulator::new(options.simulator);
-    let tick_interval = Duration::from_secs_f64(1.0 / f64::from(options.ticks_per_second.max(1)));
-    let started = Instant::now();
-    let mut ticks = 0u32;
-    let mut produced = 0;
-    while !stop.load(Ordering::Relaxed) {
-        for event in sim.tick() {
-            let key = event.model.lineage();
-            let payload = serde_json::to_vec(&event).unwrap_or_default();
-            let mut record = BaseRecord::to("model-metrics").key(&key).payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
-            produced += 1;
-        }
-        ticks += 1;
-        let due = started + tick_interval * ticks;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    producer.flush(Duration::from_secs(5))?;
-    Ok(produced)
+) -> Result<u64, SimulateError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    let options = SimulateOptions {
+        topic: "model-metrics".to_owned(),
+        simulator: options.simulator,
+        ticks_per_second: f64::from(options.ticks_per_second.max(1)),
+        max_ticks: None,
+        format: WireFormat::Json,
+    };
+    crate::simulate::produce(&client, &options, stop)
 }
 
 /// Reads the output topic from the beginning and hands every request to

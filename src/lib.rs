@@ -17,5 +17,6 @@ pub mod model;
 pub mod replay;
 pub mod report;
 pub mod service;
+pub mod simulate;
 pub mod simulator;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use driftwatch::config::Config;
 use driftwatch::demo::{self, DemoOptions};
-use driftwatch::simulator::SimulatorConfig;
+use driftwatch::simulator::{Scenario, SimulatorConfig};
 use driftwatch::telemetry::{init_logging, LogFormat};
 use driftwatch::{codec, evaluate, replay, service};
 
@@ -47,6 +47,76 @@ enum Command {
     /// gradual, incremental, recurring, heavy-tailed, 0/1 errors): detection
     /// delay, false alarms per 10,000 stable samples, missed changes.
     Evaluate(EvaluateArgs),
+    /// Produce simulated telemetry (healthy and degrading models) to a
+    /// Kafka topic, keyed by model lineage.
+    Simulate(SimulateArgs),
+    /// Exit 0 when a running driftwatch answers /healthz (for container
+    /// health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Kafka to produce to (overrides kafka.bootstrap_servers of --config).
+    #[arg(long, env = "DRIFTWATCH_SIMULATE_BOOTSTRAP")]
+    bootstrap_servers: Option<String>,
+    /// A driftwatch configuration whose kafka settings (bootstrap servers,
+    /// security, properties) the producer uses; its first input topic is
+    /// the default topic.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Topic to produce to.
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long, default_value_t = 40)]
+    models: usize,
+    /// How many of the models degrade partway through.
+    #[arg(long, default_value_t = 4)]
+    drifting: usize,
+    /// How the drifting models degrade.
+    #[arg(long, value_enum, default_value = "mixed")]
+    scenario: ScenarioArg,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ticks (one event per model) per second.
+    #[arg(long, default_value_t = 10.0)]
+    ticks_per_second: f64,
+    /// Stop after this many ticks (default: until interrupted).
+    #[arg(long)]
+    ticks: Option<u64>,
+    /// Event time between ticks.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    tick: Duration,
+    /// Event time of the first tick, ms since the epoch (default: now).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Payload format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: SimulateFormat,
+    /// Schema id written in the Confluent frame (with --format avro).
+    #[arg(long, default_value_t = 1)]
+    schema_id: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScenarioArg {
+    Mixed,
+    Accuracy,
+    Errors,
+    Latency,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SimulateFormat {
+    Json,
+    Avro,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The health endpoint to ask.
+    #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+    url: String,
 }
 
 #[derive(Args)]
@@ -143,6 +213,114 @@ fn main() -> ExitCode {
         Command::Run(args) => with_runtime(run(args)),
         Command::Demo(args) => with_runtime(run_demo(args)),
         Command::Evaluate(args) => evaluate(&args),
+        Command::Simulate(args) => simulate(&args),
+        Command::Healthcheck(args) => healthcheck(&args),
+    }
+}
+
+fn simulate(args: &SimulateArgs) -> ExitCode {
+    let (mut client, default_topic) = match &args.config {
+        Some(path) => match load_config(path, &[]) {
+            Ok(config) => {
+                let topic = match &config.kafka.input {
+                    driftwatch::config::InputTopics::List(topics) => topics.first().cloned(),
+                    driftwatch::config::InputTopics::Pattern(_) => None,
+                };
+                (driftwatch::kafka::client::base(&config.kafka), topic)
+            }
+            Err(code) => return code,
+        },
+        None => (rdkafka::ClientConfig::new(), None),
+    };
+    if let Some(bootstrap) = &args.bootstrap_servers {
+        client.set("bootstrap.servers", bootstrap);
+    }
+    if client.get("bootstrap.servers").is_none() {
+        eprintln!("error: give --bootstrap-servers or a --config with kafka.bootstrap_servers");
+        return ExitCode::from(2);
+    }
+    let Some(topic) = args.topic.clone().or(default_topic) else {
+        eprintln!("error: give --topic (the configuration names no input topic)");
+        return ExitCode::from(2);
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let options = driftwatch::simulate::SimulateOptions {
+        topic,
+        simulator: SimulatorConfig {
+            models: args.models,
+            drifting: args.drifting,
+            seed: args.seed,
+            start_ms: args.start_ms.unwrap_or(now_ms),
+            tick_ms: args.tick.as_millis() as i64,
+            scenario: match args.scenario {
+                ScenarioArg::Mixed => Scenario::Mixed,
+                ScenarioArg::Accuracy => Scenario::Accuracy,
+                ScenarioArg::Errors => Scenario::Errors,
+                ScenarioArg::Latency => Scenario::Latency,
+            },
+        },
+        ticks_per_second: args.ticks_per_second,
+        max_ticks: args.ticks,
+        format: match args.format {
+            SimulateFormat::Json => driftwatch::simulate::WireFormat::Json,
+            SimulateFormat::Avro => driftwatch::simulate::WireFormat::ConfluentAvro {
+                schema_id: args.schema_id,
+            },
+        },
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = std::sync::Arc::clone(&stop);
+        // Ctrl-C / SIGTERM: finish the tick, flush, exit.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(service::termination_signal());
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    eprintln!(
+        "simulating {} models ({} drifting) to {}",
+        args.models, args.drifting, options.topic
+    );
+    match driftwatch::simulate::produce(&client, &options, &stop) {
+        Ok(events) => {
+            eprintln!("produced {events} events");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let client = match reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&args.url).send() {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("unhealthy: {} answered {}", args.url, response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

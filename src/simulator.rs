@@ -26,6 +26,22 @@ pub struct SimulatorConfig {
     pub start_ms: i64,
     /// Event time between two ticks (ms); each model emits one event a tick.
     pub tick_ms: i64,
+    /// How the drifting models degrade.
+    pub scenario: Scenario,
+}
+
+/// How the drifting models degrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every other drifting model: accuracy alone, or accuracy and errors.
+    #[default]
+    Mixed,
+    /// Accuracy slides from about 0.93 to 0.72.
+    Accuracy,
+    /// Accuracy slides and about 40% of inferences fail.
+    Errors,
+    /// Latency grows fourfold; accuracy holds.
+    Latency,
 }
 
 impl Default for SimulatorConfig {
@@ -36,6 +52,7 @@ impl Default for SimulatorConfig {
             seed: 1,
             start_ms: DEFAULT_START_MS,
             tick_ms: 60_000,
+            scenario: Scenario::Mixed,
         }
     }
 }
@@ -47,6 +64,8 @@ enum Degradation {
     Accuracy,
     /// Accuracy slides and about 40% of inferences fail.
     AccuracyAndErrors,
+    /// Latency grows fourfold.
+    Latency,
 }
 
 #[derive(Debug, Clone)]
@@ -78,10 +97,12 @@ impl Simulator {
                 );
                 let (name, drift) = if i < drifting {
                     let start = rng.gen_range(30..90);
-                    let how = if i % 2 == 0 {
-                        Degradation::Accuracy
-                    } else {
-                        Degradation::AccuracyAndErrors
+                    let how = match config.scenario {
+                        Scenario::Mixed if i % 2 == 0 => Degradation::Accuracy,
+                        Scenario::Mixed => Degradation::AccuracyAndErrors,
+                        Scenario::Accuracy => Degradation::Accuracy,
+                        Scenario::Errors => Degradation::AccuracyAndErrors,
+                        Scenario::Latency => Degradation::Latency,
                     };
                     (format!("drifting-{i:03}"), Some((start, how)))
                 } else {
@@ -137,10 +158,14 @@ impl Simulator {
                     Some((_, Degradation::AccuracyAndErrors)) => 0.4 * progress,
                     _ => 0.001,
                 };
+                let (accuracy_drop, latency_factor) = match m.drift {
+                    Some((_, Degradation::Latency)) => (0.0, 1.0 + 3.0 * progress),
+                    _ => (0.21 * progress, 1.0),
+                };
                 let z: f64 = m.rng.sample(StandardNormal);
-                let accuracy = (0.93 - 0.21 * progress + 0.015 * z).clamp(0.0, 1.0);
+                let accuracy = (0.93 - accuracy_drop + 0.015 * z).clamp(0.0, 1.0);
                 let z: f64 = m.rng.sample(StandardNormal);
-                let latency = 40.0 * f64::exp(0.2 * z);
+                let latency = 40.0 * latency_factor * f64::exp(0.2 * z);
                 let failed = m.rng.gen_bool(error_probability);
                 let mut metrics = BTreeMap::new();
                 metrics.insert("accuracy".to_owned(), round4(accuracy));
