@@ -1,7 +1,7 @@
 //! Prometheus metrics and tracing setup.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Time to decode and apply one record.
     pub processing_seconds: Histogram,
+    /// Latest event time per model, for "no events from a model" alerts.
+    pub model_last_event: GaugeVec,
     /// Time to commit (exactly-once) or to settle and store (at-least-once).
     pub commit_batch_seconds: HistogramVec,
 }
@@ -96,9 +98,17 @@ impl Metrics {
         )?;
         let requests_produced = counter(
             "requests_produced_total",
-            "Retrain requests produced.",
-            &["action"],
+            "Retrain requests produced, by action and model.",
+            &["action", "model"],
         )?;
+        let model_last_event = GaugeVec::new(
+            Opts::new(
+                "model_last_event_seconds",
+                "Event time of the latest event applied per model (one series per model).",
+            ),
+            &["model"],
+        )?;
+        registry.register(Box::new(model_last_event.clone()))?;
         let statuses = counter(
             "statuses_total",
             "Coordinator statuses received.",
@@ -154,6 +164,7 @@ impl Metrics {
             restore_seconds,
             transactions,
             requests_produced,
+            model_last_event,
             statuses,
             models_tracked,
             model_split,
@@ -163,6 +174,37 @@ impl Metrics {
             processing_seconds,
             commit_batch_seconds,
         })
+    }
+
+    /// The full name of every metric this process exports (without the
+    /// `_bucket`/`_sum`/`_count` series of histograms), whether or not it
+    /// has a value yet: what dashboards and alert rules may refer to.
+    pub fn exported_names(&self) -> Vec<String> {
+        let collectors: [&dyn Collector; 18] = [
+            &self.records_consumed,
+            &self.records_applied,
+            &self.records_dead_lettered,
+            &self.records_skipped,
+            &self.changelog_records_restored,
+            &self.changelog_snapshots_uncommitted,
+            &self.restore_seconds,
+            &self.transactions,
+            &self.requests_produced,
+            &self.statuses,
+            &self.models_tracked,
+            &self.model_split,
+            &self.partitions_assigned,
+            &self.partitions_restoring,
+            &self.consumer_lag,
+            &self.processing_seconds,
+            &self.model_last_event,
+            &self.commit_batch_seconds,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc())
+            .map(|d| format!("driftwatch_{}", d.fq_name))
+            .collect()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -173,6 +173,10 @@ impl Worker<'_> {
                             .records_applied
                             .with_label_values(&[topic])
                             .inc();
+                        self.metrics
+                            .model_last_event
+                            .with_label_values(&[&lineage])
+                            .set(event.timestamp as f64 / 1000.0);
                         slot.dirty.insert(lineage.clone());
                         slot.dirty.extend(released);
                         if new_model {
@@ -190,7 +194,10 @@ impl Worker<'_> {
                             slot.pending.push(self.outputs.send_request(&request)?);
                             self.metrics
                                 .requests_produced
-                                .with_label_values(&[request.action.as_str()])
+                                .with_label_values(&[
+                                    request.action.as_str(),
+                                    &request.model.lineage(),
+                                ])
                                 .inc();
                             tracing::info!(request_id = %request.request_id, model = %request.model,
                                 action = request.action.as_str(), rule = %request.rule, reason = %request.reason,
