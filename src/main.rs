@@ -168,6 +168,10 @@ struct RunArgs {
     /// Overrides any key: --set engine.max_models_per_partition=5000
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// How often to check the configuration file for changes (policies and
+    /// [engine] reload without a restart, as on SIGHUP); 0s: SIGHUP only.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    watch_interval: Duration,
 }
 
 #[derive(Args)]
@@ -497,7 +501,12 @@ async fn run(args: RunArgs) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let running = match service::start(config).await {
+    let reload = service::ReloadSource {
+        path: args.config.config.clone(),
+        overrides,
+        poll: (!args.watch_interval.is_zero()).then_some(args.watch_interval),
+    };
+    let running = match service::start_with_reload(config, Some(reload)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");

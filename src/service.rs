@@ -2,8 +2,10 @@
 //! pipeline thread and the HTTP API, with graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -31,6 +33,19 @@ pub enum ServiceError {
     Panicked,
 }
 
+/// Where a running service reloads its configuration from: on SIGHUP, and
+/// when the file's content changes (checked every `poll`; a ConfigMap
+/// update swaps the file). Policies and `[engine]` limits apply at once;
+/// other sections need a restart.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    pub path: PathBuf,
+    /// The CLI overrides the service started with, applied again.
+    pub overrides: Vec<(String, String)>,
+    /// `None`: on SIGHUP only.
+    pub poll: Option<Duration>,
+}
+
 /// A service whose pipeline runs on its own thread.
 pub struct Running {
     pub shared: Shared,
@@ -39,6 +54,7 @@ pub struct Running {
     thread: std::thread::JoinHandle<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     http_stop: oneshot::Sender<()>,
+    reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The engine a configuration describes.
@@ -55,6 +71,14 @@ pub fn engine_for(config: &Config) -> Engine {
 /// Starts the service: creates missing topics if configured, starts the
 /// pipeline thread and the HTTP server.
 pub async fn start(config: Config) -> Result<Running, ServiceError> {
+    start_with_reload(config, None).await
+}
+
+/// [`start`], also reloading the configuration from `reload`.
+pub async fn start_with_reload(
+    config: Config,
+    reload: Option<ReloadSource>,
+) -> Result<Running, ServiceError> {
     let metrics = Arc::new(Metrics::new()?);
     if config.kafka.create_topics {
         admin::ensure_topics(&config).await?;
@@ -73,6 +97,8 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
     .await
     .map_err(|source| ServiceError::Http { addr, source })?;
 
+    let reloader =
+        reload.map(|source| tokio::spawn(watch_config(source, config.clone(), shared.clone())));
     let (done_tx, mut done) = oneshot::channel();
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let thread_shared = shared.clone();
@@ -91,6 +117,9 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         .map_err(|source| ServiceError::Http { addr, source })?;
     // A pipeline that cannot even start fails the start.
     if started_rx.await.is_err() {
+        if let Some(r) = &reloader {
+            r.abort();
+        }
         let _ = http_stop.send(());
         let _ = http.await;
         return Err(match (&mut done).await {
@@ -105,7 +134,82 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         thread,
         http,
         http_stop,
+        reloader,
     })
+}
+
+/// Reloads the configuration on SIGHUP or a change of the file: a valid one
+/// replaces the engine (state of unchanged rules kept), an invalid one is
+/// logged with its key and counted, and the previous stays in force.
+async fn watch_config(source: ReloadSource, mut current: Config, shared: Shared) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: configuration reloads on file change only");
+            None
+        }
+    };
+    let mut last = std::fs::read(&source.path).ok();
+    let mut poll = source.poll.map(tokio::time::interval);
+    loop {
+        let by_signal = tokio::select! {
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+            _ = async {
+                match poll.as_mut() {
+                    Some(p) => p.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => false,
+        };
+        let content = std::fs::read(&source.path).ok();
+        if !by_signal && content == last {
+            continue;
+        }
+        last = content;
+        let trigger = if by_signal { "SIGHUP" } else { "file change" };
+        match Config::load(Some(&source.path), &source.overrides) {
+            Err(e) => {
+                shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
+                tracing::error!(
+                    trigger,
+                    path = %source.path.display(),
+                    key = %e.key,
+                    problem = %e.problem,
+                    "configuration reload rejected; the previous configuration stays in force"
+                );
+            }
+            Ok(new) => {
+                if new.kafka != current.kafka || new.http != current.http {
+                    tracing::warn!(
+                        trigger,
+                        "changes outside [[policy]] and [engine] apply after a restart"
+                    );
+                }
+                let moved = shared.lock().reload(engine_for(&new));
+                shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
+                tracing::info!(
+                    trigger,
+                    policies = new.policies.policies().len(),
+                    models_moved = moved,
+                    "configuration reloaded"
+                );
+                current = new;
+            }
+        }
+    }
 }
 
 impl Running {
@@ -124,6 +228,9 @@ impl Running {
             }
             result = &mut self.done => result,
         };
+        if let Some(r) = &self.reloader {
+            r.abort();
+        }
         let _ = self.http_stop.send(());
         let _ = self.http.await;
         let joined = tokio::task::spawn_blocking(move || self.thread.join()).await;

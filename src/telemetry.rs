@@ -43,6 +43,8 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     /// Latest event time per model, for "no events from a model" alerts.
     pub model_last_event: GaugeVec,
+    /// Configuration reloads by outcome (applied, rejected).
+    pub config_reloads: IntCounterVec,
     /// Time to commit (exactly-once) or to settle and store (at-least-once).
     pub commit_batch_seconds: HistogramVec,
 }
@@ -101,6 +103,11 @@ impl Metrics {
             "requests_produced_total",
             "Retrain requests produced, by action and model.",
             &["action", "model"],
+        )?;
+        let config_reloads = counter(
+            "config_reloads_total",
+            "Configuration reloads (SIGHUP or a changed file) by outcome: applied, rejected.",
+            &["outcome"],
         )?;
         let model_last_event = GaugeVec::new(
             Opts::new(
@@ -166,6 +173,7 @@ impl Metrics {
             transactions,
             requests_produced,
             model_last_event,
+            config_reloads,
             statuses,
             models_tracked,
             model_split,
@@ -181,7 +189,8 @@ impl Metrics {
     /// `_bucket`/`_sum`/`_count` series of histograms), whether or not it
     /// has a value yet: what dashboards and alert rules may refer to.
     pub fn exported_names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 18] = [
+        let collectors: [&dyn Collector; 19] = [
+            &self.config_reloads,
             &self.records_consumed,
             &self.records_applied,
             &self.records_dead_lettered,

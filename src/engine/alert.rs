@@ -128,6 +128,8 @@ impl Combine {
 /// held, and its cooldown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CompositeState {
+    /// Id of the composite definition this state belongs to.
+    pub id: u64,
     pub fired_while_holding: bool,
     pub cooldown_until: Option<i64>,
 }

@@ -201,10 +201,9 @@ impl Engine {
             .models
             .entry(lineage.clone())
             .or_insert_with(|| ModelState::new(&event.model.project, &event.model.name, policy));
-        if model.policy != policy.pattern {
-            // The policy for this model changed (configuration reload).
-            model.policy = policy.pattern.clone();
-            model.reset_rules(Some(policy));
+        if model.policy != policy.pattern || model.policy_id != policy.fingerprints().policy_id {
+            // Another policy, or a new version of it (configuration reload).
+            model.rebind(policy);
         }
 
         // Version handling: a new version starts fresh; stragglers of a

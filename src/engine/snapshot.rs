@@ -141,18 +141,38 @@ pub struct Fingerprints {
     /// What version 1 wrote for each rule, where it could express it.
     pub version_1: Vec<Option<String>>,
     pub composites: Vec<String>,
+    /// The same as numbers, kept in the live state: a rule's state belongs
+    /// to the definition with its id (see `ModelState::rebind`).
+    pub rule_ids: Vec<u64>,
+    pub composite_ids: Vec<u64>,
+    /// Of the whole policy: a model whose id differs was built under
+    /// another version of the policy (a reload).
+    pub policy_id: u64,
 }
 
 impl Fingerprints {
     pub fn of(policy: &Policy) -> Self {
+        let rules: Vec<String> = policy.rules.iter().map(rule_fingerprint).collect();
+        let composites: Vec<String> = policy
+            .composites
+            .iter()
+            .map(composite_fingerprint)
+            .collect();
+        let id = |hex: &String| u64::from_str_radix(&hex[..16], 16).unwrap_or(0);
+        let all = rules
+            .iter()
+            .chain(&composites)
+            .fold(String::new(), |mut acc, f| {
+                acc.push_str(f);
+                acc
+            });
         Fingerprints {
-            rules: policy.rules.iter().map(rule_fingerprint).collect(),
             version_1: policy.rules.iter().map(version_1_fingerprint).collect(),
-            composites: policy
-                .composites
-                .iter()
-                .map(composite_fingerprint)
-                .collect(),
+            rule_ids: rules.iter().map(id).collect(),
+            composite_ids: composites.iter().map(id).collect(),
+            policy_id: id(&digest(&format!("{}|{all}", policy.pattern))),
+            rules,
+            composites,
         }
     }
 }
@@ -254,7 +274,10 @@ impl ModelSnapshot {
                     r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec))
                 }) {
                     if let Some(restored) = restore_rule(spec, saved) {
-                        *state = restored;
+                        *state = RuleState {
+                            id: state.id,
+                            ..restored
+                        };
                     }
                 }
             }
@@ -271,16 +294,24 @@ impl ModelSnapshot {
                     .find(|c| c.name == spec.name && &c.spec == fingerprint)
                 {
                     *state = CompositeState {
+                        id: state.id,
                         fired_while_holding: saved.fired_while_holding,
                         cooldown_until: saved.cooldown_until,
                     };
                 }
             }
+            // Waiting samples hold one value per rule, in the order of the
+            // rules they were taken under: kept only if that order stands.
+            let same_rules = self
+                .rules
+                .iter()
+                .map(|r| r.rule.as_str())
+                .eq(policy.rules.iter().map(|r| r.name.as_str()));
             let rules = policy.rules.len();
             model.pending = self
                 .pending
                 .iter()
-                .filter(|p| p.values.len() == rules)
+                .filter(|p| same_rules && p.values.len() == rules)
                 .map(|p| {
                     let seq = u64::try_from(p.seq.max(0)).unwrap_or(0);
                     ((p.timestamp, seq), p.values.clone())

@@ -24,6 +24,9 @@ pub struct Evaluation {
 /// State of one rule for one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleState {
+    /// Id of the rule definition this state belongs to (0 until a model
+    /// places it; see [`ModelState::rebind`]).
+    pub id: u64,
     pub window: WindowState,
     pub detector: DetectorState,
     pub alert: AlertState,
@@ -33,6 +36,7 @@ pub struct RuleState {
 impl RuleState {
     pub fn new(spec: &RuleSpec) -> Self {
         RuleState {
+            id: 0,
             window: WindowState::new(spec.window),
             detector: spec.detector.initial_state(),
             alert: AlertState::default(),
@@ -57,6 +61,30 @@ impl RuleState {
 /// One sample waiting for the watermark: the event's value for each rule
 /// (by index in the policy), `None` where the event lacks the metric.
 pub type PendingValues = Vec<Option<f64>>;
+
+fn fresh_rules(policy: &Policy) -> Vec<RuleState> {
+    policy
+        .rules
+        .iter()
+        .zip(&policy.fingerprints().rule_ids)
+        .map(|(spec, id)| RuleState {
+            id: *id,
+            ..RuleState::new(spec)
+        })
+        .collect()
+}
+
+fn fresh_composites(policy: &Policy) -> Vec<CompositeState> {
+    policy
+        .fingerprints()
+        .composite_ids
+        .iter()
+        .map(|id| CompositeState {
+            id: *id,
+            ..CompositeState::default()
+        })
+        .collect()
+}
 
 /// A request that is out and not yet resolved by the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,6 +124,8 @@ pub struct ModelState {
     pub retired_versions: VecDeque<String>,
     /// The pattern of the policy the rules below belong to.
     pub policy: String,
+    /// Id of the version of that policy (see [`ModelState::rebind`]).
+    pub policy_id: u64,
     pub rules: Vec<RuleState>,
     /// State of the policy's composite rules, by index.
     pub composites: Vec<CompositeState>,
@@ -121,8 +151,9 @@ impl ModelState {
             version: None,
             retired_versions: VecDeque::new(),
             policy: policy.pattern.clone(),
-            rules: policy.rules.iter().map(RuleState::new).collect(),
-            composites: vec![CompositeState::default(); policy.composites.len()],
+            policy_id: policy.fingerprints().policy_id,
+            rules: fresh_rules(policy),
+            composites: fresh_composites(policy),
             pending: BTreeMap::new(),
             in_flight: None,
             backoff_until: None,
@@ -149,11 +180,64 @@ impl ModelState {
 
     /// Fresh state for every rule and composite of `policy` (none without).
     pub fn reset_rules(&mut self, policy: Option<&Policy>) {
-        let (rules, composites) =
-            policy.map_or((&[][..], 0), |p| (&p.rules[..], p.composites.len()));
-        self.rules = rules.iter().map(RuleState::new).collect();
-        self.composites = vec![CompositeState::default(); composites];
+        self.rules = policy.map(fresh_rules).unwrap_or_default();
+        self.composites = policy.map(fresh_composites).unwrap_or_default();
         self.pending.clear();
+    }
+
+    /// Moves the model under `policy`, a new version of its policy (a
+    /// configuration reload) or another policy: the state of every rule and
+    /// composite whose definition is unchanged is kept, the others start
+    /// fresh. Under another policy, everything starts fresh. Samples waiting
+    /// for the watermark are kept only if the rules are exactly the same.
+    pub fn rebind(&mut self, policy: &Policy) {
+        let ids = policy.fingerprints();
+        if self.policy != policy.pattern {
+            self.policy = policy.pattern.clone();
+            self.reset_rules(Some(policy));
+        } else {
+            let same_rules = self
+                .rules
+                .iter()
+                .map(|r| r.id)
+                .eq(ids.rule_ids.iter().copied());
+            let mut old: Vec<Option<RuleState>> = std::mem::take(&mut self.rules)
+                .into_iter()
+                .map(Some)
+                .collect();
+            self.rules = policy
+                .rules
+                .iter()
+                .zip(&ids.rule_ids)
+                .map(|(spec, id)| {
+                    old.iter_mut()
+                        .find(|o| o.as_ref().is_some_and(|r| r.id == *id))
+                        .and_then(Option::take)
+                        .unwrap_or(RuleState {
+                            id: *id,
+                            ..RuleState::new(spec)
+                        })
+                })
+                .collect();
+            let old = std::mem::take(&mut self.composites);
+            self.composites = ids
+                .composite_ids
+                .iter()
+                .map(|id| {
+                    old.iter()
+                        .find(|c| c.id == *id)
+                        .copied()
+                        .unwrap_or(CompositeState {
+                            id: *id,
+                            ..CompositeState::default()
+                        })
+                })
+                .collect();
+            if !same_rules {
+                self.pending.clear();
+            }
+        }
+        self.policy_id = ids.policy_id;
     }
 
     /// A JSON-friendly view for the HTTP API.

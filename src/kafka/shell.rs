@@ -174,6 +174,30 @@ impl Shell {
         }
     }
 
+    /// Swaps in `engine` (a reloaded configuration) and moves every model
+    /// under its new policy, keeping the state of unchanged rules (see
+    /// `ModelState::rebind`); moved models are snapshotted at the next
+    /// commit. Returns how many models moved.
+    pub fn reload(&mut self, engine: Engine) -> usize {
+        self.engine = engine;
+        let mut moved = 0;
+        for slot in self.slots.values_mut() {
+            for (lineage, model) in slot.state.models.iter_mut() {
+                let Some(policy) = self.engine.policy_for(lineage) else {
+                    continue;
+                };
+                if model.policy != policy.pattern
+                    || model.policy_id != policy.fingerprints().policy_id
+                {
+                    model.rebind(policy);
+                    slot.dirty.insert(lineage.clone());
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+
     /// Drops a partition's slot and its ownership records.
     pub fn release(&mut self, tp: &TopicPartition) -> Option<Slot> {
         let slot = self.slots.remove(tp)?;
