@@ -21,6 +21,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 mod detector;
+mod security;
+
+pub use security::{is_secret_property, Protocol, Sasl, Secret, Security, Tls};
 
 use crate::codec::FormatConfig;
 use crate::engine::alert::MAX_CONFIRM_WINDOWS;
@@ -67,6 +70,11 @@ pub struct KafkaConfig {
     pub topic_replication: i32,
     /// Pass-through librdkafka properties.
     pub properties: BTreeMap<String, String>,
+    /// Pass-through properties whose values are secrets (passwords, keys):
+    /// never printed.
+    pub secret_properties: BTreeMap<String, Secret>,
+    /// TLS and SASL (`[kafka.security]`).
+    pub security: Security,
     /// Delivery guarantee of the pipeline.
     pub processing: Processing,
     /// How often a transaction is committed (exactly-once) or offsets are
@@ -465,6 +473,7 @@ struct RawKafka {
     topic_partitions: i64,
     topic_replication: i64,
     properties: BTreeMap<String, Text>,
+    security: security::RawSecurity,
     processing: Text,
     commit_interval: Text,
     changelog_topic: Option<Text>,
@@ -485,6 +494,7 @@ impl Default for RawKafka {
             topic_partitions: 6,
             topic_replication: 1,
             properties: BTreeMap::new(),
+            security: security::RawSecurity::default(),
             processing: "exactly_once".into(),
             commit_interval: "100ms".into(),
             changelog_topic: None,
@@ -868,7 +878,9 @@ impl RawKafka {
             }
         }
 
+        let security = self.security.compile()?;
         let mut properties = BTreeMap::new();
+        let mut secret_properties = BTreeMap::new();
         for (name, Text(value)) in self.properties {
             let key = child("kafka.properties", &name);
             let replacement = match name.trim() {
@@ -880,7 +892,11 @@ impl RawKafka {
             if let Some(replacement) = replacement {
                 return Err(ConfigError::new(key, format!("set {replacement} instead")));
             }
-            properties.insert(name, value);
+            if is_secret_property(&name) {
+                secret_properties.insert(name, Secret::new(value));
+            } else {
+                properties.insert(name, value);
+            }
         }
 
         let processing = match self.processing.0.trim() {
@@ -924,6 +940,8 @@ impl RawKafka {
             topic_partitions: in_range("kafka.topic_partitions", self.topic_partitions, 1)?,
             topic_replication: in_range("kafka.topic_replication", self.topic_replication, 1)?,
             properties,
+            secret_properties,
+            security,
         };
         Ok((kafka, regex))
     }

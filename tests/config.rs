@@ -702,3 +702,62 @@ fn lateness_and_late_policy() {
     let toml = format!("{MINIMAL}\n[engine]\nlate_events = \"keep\"\n");
     assert_error(&toml, "engine.late_events", "\"keep\" is not one of");
 }
+
+#[test]
+fn kafka_security_settings_reach_librdkafka_and_secrets_are_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").expect("ca");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "from-a-file\n").expect("password");
+    let toml = format!(
+        "{MINIMAL}\n[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"scram-sha-512\"\nsasl_username = \"driftwatch\"\nsasl_password_file = {:?}\nssl_ca_location = {:?}\n",
+        password_file.display().to_string(),
+        ca.display().to_string(),
+    )
+    .replace(
+        "input_topics = [\"model-metrics\"]",
+        "input_topics = [\"model-metrics\"]\nproperties = { \"ssl.key.password\" = \"hunter2\", \"socket.keepalive.enable\" = \"true\" }",
+    );
+    let config = Config::from_toml_str(&toml).expect("valid");
+    let client = driftwatch::kafka::client::base(&config.kafka);
+    assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+    assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    assert_eq!(client.get("sasl.username"), Some("driftwatch"));
+    assert_eq!(client.get("sasl.password"), Some("from-a-file"));
+    assert_eq!(client.get("ssl.key.password"), Some("hunter2"));
+    assert_eq!(client.get("ssl.ca.location"), ca.to_str());
+    assert_eq!(client.get("ssl.endpoint.identification.algorithm"), Some("https"));
+    assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
+    let printed = format!("{config:?}");
+    for secret in ["from-a-file", "hunter2"] {
+        assert!(!printed.contains(secret), "{secret} printed");
+    }
+    assert!(printed.contains("<redacted>"));
+}
+
+#[test]
+fn kafka_security_errors_name_the_key() {
+    let with = |extra: &str| format!("{MINIMAL}\n[kafka.security]\n{extra}\n");
+    assert_error(
+        &with("protocol = \"sasl_plaintext\"\nsasl_mechanism = \"GSSAPI\""),
+        "kafka.security.sasl_mechanism",
+        "not one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+    );
+    assert_error(
+        &with("protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\""),
+        "kafka.security.sasl_password",
+        "required",
+    );
+    assert_error(
+        &with("sasl_username = \"u\""),
+        "kafka.security.protocol",
+        "SASL settings need",
+    );
+    assert_error(
+        &with("protocol = \"ssl\"\nssl_ca_location = \"/nonexistent/ca.pem\""),
+        "kafka.security.ssl_ca_location",
+        "not a readable file",
+    );
+    assert_error(&with("protocol = \"tls\""), "kafka.security.protocol", "not one of");
+}

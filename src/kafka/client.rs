@@ -4,13 +4,19 @@ use rdkafka::ClientConfig;
 
 use crate::config::{KafkaConfig, Processing};
 
-/// Settings shared by every client: bootstrap servers, then the
-/// pass-through properties.
+/// Settings shared by every client: bootstrap servers, security (TLS,
+/// SASL), then the pass-through properties, which win.
 pub fn base(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in kafka.security.properties() {
+        cfg.set(key, value);
+    }
     for (key, value) in &kafka.properties {
         cfg.set(key, value);
+    }
+    for (key, value) in &kafka.secret_properties {
+        cfg.set(key, value.expose());
     }
     cfg
 }
