@@ -29,6 +29,8 @@ cargo clippy --all-targets -- -D warnings
 # started here, or the one DRIFTWATCH_TEST_BOOTSTRAP names.
 # shellcheck source=scripts/test-broker.sh
 source scripts/test-broker.sh
+# shellcheck source=scripts/test-tools.sh
+source scripts/test-tools.sh
 
 echo "== cargo test (broker: $DRIFTWATCH_TEST_BOOTSTRAP)"
 cargo test --all-targets

@@ -727,7 +727,10 @@ fn kafka_security_settings_reach_librdkafka_and_secrets_are_never_printed() {
     assert_eq!(client.get("sasl.password"), Some("from-a-file"));
     assert_eq!(client.get("ssl.key.password"), Some("hunter2"));
     assert_eq!(client.get("ssl.ca.location"), ca.to_str());
-    assert_eq!(client.get("ssl.endpoint.identification.algorithm"), Some("https"));
+    assert_eq!(
+        client.get("ssl.endpoint.identification.algorithm"),
+        Some("https")
+    );
     assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
     let printed = format!("{config:?}");
     for secret in ["from-a-file", "hunter2"] {
@@ -759,5 +762,9 @@ fn kafka_security_errors_name_the_key() {
         "kafka.security.ssl_ca_location",
         "not a readable file",
     );
-    assert_error(&with("protocol = \"tls\""), "kafka.security.protocol", "not one of");
+    assert_error(
+        &with("protocol = \"tls\""),
+        "kafka.security.protocol",
+        "not one of",
+    );
 }
