@@ -67,7 +67,7 @@ pub fn render_html(data: &ReportData) -> String {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
     }
     out.push_str("</table>\n");
-    out.push_str("<p class=\"note\">Grey: stable windows; amber: warning; red: drift. Vertical red lines: retrain requests (hover for details). Times in UTC.</p>\n");
+    out.push_str("<p class=\"note\">Grey: stable windows; amber: warning; red: drift. Vertical purple lines: retrain requests, on every chart of the model (hover for details). Times in UTC.</p>\n");
 
     // Models with requests first, then by name.
     let mut order: Vec<(&String, &ModelTimeline)> = data.models.iter().collect();
@@ -110,11 +110,9 @@ fn model_section(out: &mut String, index: usize, name: &str, model: &ModelTimeli
             .iter()
             .filter(|w| w.metric == metric)
             .collect();
-        let requests: Vec<&RetrainRequest> = model
-            .requests
-            .iter()
-            .filter(|r| r.metric.split(',').any(|m| m == metric))
-            .collect();
+        // Every request of the model on every chart: a request's own metric
+        // may have no chart (a composite, or samples without windows).
+        let requests: Vec<&RetrainRequest> = model.requests.iter().collect();
         let _ = writeln!(out, "<h3>{}</h3>", escape(metric));
         let chart = svg::Chart::new(samples, &windows, &requests);
         if chart.downsampled() {
@@ -245,12 +243,13 @@ mod tests {
         // The model with a request comes first, and holds the request.
         let first = html.find("id=\"m0\"").expect("first section");
         let second = html.find("id=\"m1\"").expect("second section");
-        let request = html.find("req-42").expect("request id");
+        let marker = html.find("<title>request req-42").expect("request marker");
         assert!(html[first..second].contains("&lt;script&gt;"));
         assert!(
-            first < request && request < second,
-            "request in its section"
+            !html[second..].contains("req-42"),
+            "only in its own section"
         );
+        assert!(first < marker && marker < second, "marker in its section");
         // Verdict colours: drift red, warning amber, stable grey.
         assert!(html[first..second].contains(svg::DRIFT));
         assert!(html[first..second].contains(svg::WARNING));

@@ -13,8 +13,11 @@ use crate::model::RetrainRequest;
 /// survive and a report of many long series stays a few MB.
 pub const MAX_POINTS_PER_SERIES: usize = 2_000;
 
+/// Colour of windows judged stable.
 pub const STABLE: &str = "#9e9e9e";
+/// Colour of windows judged at the warning level.
 pub const WARNING: &str = "#f0a000";
+/// Colour of windows judged drift.
 pub const DRIFT: &str = "#d62728";
 const REQUEST: &str = "#7b1fa2";
 const THRESHOLD: &str = "#555555";
@@ -39,6 +42,8 @@ pub struct Chart<'a> {
 }
 
 impl<'a> Chart<'a> {
+    /// A chart of `samples` with the rule windows and requests over them;
+    /// long sample series are reduced (see [`MAX_POINTS_PER_SERIES`]).
     pub fn new(
         samples: &[(i64, f64)],
         windows: &'a [&'a WindowPoint],
@@ -76,6 +81,7 @@ impl<'a> Chart<'a> {
         }
     }
 
+    /// Whether the samples were reduced to per-bucket minima and maxima.
     pub fn downsampled(&self) -> bool {
         self.downsampled
     }
@@ -84,6 +90,8 @@ impl<'a> Chart<'a> {
         LEFT + (t - self.t0) as f64 / (self.t1 - self.t0) as f64 * (WIDTH - LEFT - RIGHT)
     }
 
+    /// The chart, and under it the statistic panel when the windows carry a
+    /// detector statistic, as inline SVG.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let values = self.points.iter().map(|(_, v)| *v).chain(
@@ -129,6 +137,9 @@ impl<'a> Chart<'a> {
         self.request_markers(&mut out, HEIGHT);
         out.push_str("</svg>");
         if self.windows.iter().any(|w| w.statistic.is_some()) {
+            out.push_str(
+                "<div class=\"note\">detector statistic (dots, coloured by verdict) and threshold (dashes)</div>",
+            );
             out.push_str(&self.statistic_panel());
         }
         out
@@ -149,12 +160,6 @@ impl<'a> Chart<'a> {
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{STAT_HEIGHT}\" viewBox=\"0 0 {WIDTH} {STAT_HEIGHT}\">"
         );
         self.axes(&mut out, lo, hi, STAT_HEIGHT);
-        let _ = write!(
-            out,
-            "<text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"#555\">detector statistic (dots) and threshold (dashes)</text>",
-            LEFT + 4.0,
-            TOP + 8.0
-        );
         for w in self.windows {
             let x = self.x(w.end);
             if let Some(s) = w.statistic.filter(|v| v.is_finite()) {
