@@ -201,10 +201,8 @@ impl Engine {
             .models
             .entry(lineage.clone())
             .or_insert_with(|| ModelState::new(&event.model.project, &event.model.name, policy));
-        if model.policy != policy.pattern || model.policy_id != policy.fingerprints().policy_id {
-            // Another policy, or a new version of it (configuration reload).
-            model.rebind(policy);
-        }
+        // Another policy, or a new version of it (configuration reload).
+        model.rebind(policy);
 
         // Version handling: a new version starts fresh; stragglers of a
         // superseded version are ignored.
@@ -564,12 +562,17 @@ pub fn request_id(
     }
     hasher.update(window_start.to_be_bytes());
     hasher.update(triggered_at.to_be_bytes());
-    let digest = hasher.finalize();
-    let mut id = String::with_capacity(32);
-    for byte in &digest[..16] {
-        let _ = write!(id, "{byte:02x}");
+    hex128(&hasher.finalize())
+}
+
+/// The first 128 bits of a digest as 32 hex digits: request ids and rule
+/// fingerprints.
+pub(crate) fn hex128(digest: &[u8]) -> String {
+    let mut out = String::with_capacity(32);
+    for byte in digest.iter().take(16) {
+        let _ = write!(out, "{byte:02x}");
     }
-    id
+    out
 }
 
 fn window_words(spec: &RuleSpec) -> String {

@@ -2,7 +2,6 @@
 //! conversion only; encoding lives in the codec (schemas/model_snapshot_v*.avsc).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -102,12 +101,7 @@ pub fn rule_fingerprint(spec: &RuleSpec) -> String {
 }
 
 fn digest(text: &str) -> String {
-    let hash = Sha256::digest(text.as_bytes());
-    let mut out = String::with_capacity(32);
-    for byte in &hash[..16] {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    super::hex128(&Sha256::digest(text.as_bytes()))
 }
 
 /// The fingerprint snapshot version 1 wrote for `spec`, for the rules

@@ -190,8 +190,14 @@ impl ModelState {
     /// composite whose definition is unchanged is kept, the others start
     /// fresh. Under another policy, everything starts fresh. Samples waiting
     /// for the watermark are kept only if the rules are exactly the same.
-    pub fn rebind(&mut self, policy: &Policy) {
+    ///
+    /// Does nothing for a model already under this version of `policy`;
+    /// returns whether the model moved.
+    pub fn rebind(&mut self, policy: &Policy) -> bool {
         let ids = policy.fingerprints();
+        if self.policy == policy.pattern && self.policy_id == ids.policy_id {
+            return false;
+        }
         if self.policy != policy.pattern {
             self.policy = policy.pattern.clone();
             self.reset_rules(Some(policy));
@@ -238,6 +244,7 @@ impl ModelState {
             }
         }
         self.policy_id = ids.policy_id;
+        true
     }
 
     /// A JSON-friendly view for the HTTP API.

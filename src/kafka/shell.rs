@@ -186,10 +186,7 @@ impl Shell {
                 let Some(policy) = self.engine.policy_for(lineage) else {
                     continue;
                 };
-                if model.policy != policy.pattern
-                    || model.policy_id != policy.fingerprints().policy_id
-                {
-                    model.rebind(policy);
+                if model.rebind(policy) {
                     slot.dirty.insert(lineage.clone());
                     moved += 1;
                 }
