@@ -13,6 +13,9 @@ use axum::{Json, Router};
 
 use crate::kafka::pipeline::Shared;
 
+/// `/readyz` shows a Kafka client error this recent while not ready.
+const RECENT_CLIENT_ERROR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
@@ -74,7 +77,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if ready && state.alive.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        let body = format!("not ready: {restoring} partition(s) restoring or no assignment yet\n");
+        let mut body =
+            format!("not ready: {restoring} partition(s) restoring or no assignment yet\n");
+        if let Some(error) = state.shared.client_errors.recent(RECENT_CLIENT_ERROR) {
+            body.push_str(&format!("last Kafka client error: {error}\n"));
+        }
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }

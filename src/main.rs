@@ -290,7 +290,9 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
     }
     eprintln!(
         "simulating {} models ({} drifting) to {}",
-        args.models, args.drifting, options.topic
+        args.models,
+        args.drifting.min(args.models),
+        options.topic
     );
     match driftwatch::simulate::produce(&client, &options, &stop) {
         Ok(events) => {

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub model_last_event: GaugeVec,
     /// Configuration reloads by outcome (applied, rejected).
     pub config_reloads: IntCounterVec,
+    /// Errors the group consumer's Kafka client reported, by librdkafka
+    /// error code (`Authentication`, `SSL`, `AllBrokersDown`, ...).
+    pub kafka_client_errors: IntCounterVec,
     /// Time to commit (exactly-once) or to settle and store (at-least-once).
     pub commit_batch_seconds: HistogramVec,
 }
@@ -108,6 +111,11 @@ impl Metrics {
             "config_reloads_total",
             "Configuration reloads (SIGHUP or a changed file) by outcome: applied, rejected.",
             &["outcome"],
+        )?;
+        let kafka_client_errors = counter(
+            "kafka_client_errors_total",
+            "Errors reported by the Kafka client (authentication, TLS, brokers down), by librdkafka error code.",
+            &["code"],
         )?;
         let model_last_event = GaugeVec::new(
             Opts::new(
@@ -174,6 +182,7 @@ impl Metrics {
             requests_produced,
             model_last_event,
             config_reloads,
+            kafka_client_errors,
             statuses,
             models_tracked,
             model_split,
@@ -189,8 +198,9 @@ impl Metrics {
     /// `_bucket`/`_sum`/`_count` series of histograms), whether or not it
     /// has a value yet: what dashboards and alert rules may refer to.
     pub fn exported_names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 19] = [
+        let collectors: [&dyn Collector; 20] = [
             &self.config_reloads,
+            &self.kafka_client_errors,
             &self.records_consumed,
             &self.records_applied,
             &self.records_dead_lettered,

@@ -720,18 +720,37 @@ fn kafka_security_settings_reach_librdkafka_and_secrets_are_never_printed() {
         "input_topics = [\"model-metrics\"]\nproperties = { \"ssl.key.password\" = \"hunter2\", \"socket.keepalive.enable\" = \"true\" }",
     );
     let config = Config::from_toml_str(&toml).expect("valid");
-    let client = driftwatch::kafka::client::base(&config.kafka);
-    assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
-    assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-    assert_eq!(client.get("sasl.username"), Some("driftwatch"));
-    assert_eq!(client.get("sasl.password"), Some("from-a-file"));
-    assert_eq!(client.get("ssl.key.password"), Some("hunter2"));
-    assert_eq!(client.get("ssl.ca.location"), ca.to_str());
-    assert_eq!(
-        client.get("ssl.endpoint.identification.algorithm"),
-        Some("https")
-    );
-    assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
+    use driftwatch::kafka::client;
+    // Every client the service creates, not only the base configuration:
+    // each must carry the secrets themselves, not librdkafka's placeholder.
+    for (role, client) in [
+        ("base", client::base(&config.kafka)),
+        ("group consumer", client::group_consumer(&config.kafka)),
+        ("status consumer", client::status_consumer(&config.kafka)),
+        ("restore consumer", client::restore_consumer(&config.kafka)),
+        ("producer", client::producer(&config.kafka)),
+    ] {
+        assert_eq!(client.get("security.protocol"), Some("sasl_ssl"), "{role}");
+        assert_eq!(
+            client.get("sasl.mechanism"),
+            Some("SCRAM-SHA-512"),
+            "{role}"
+        );
+        assert_eq!(client.get("sasl.username"), Some("driftwatch"), "{role}");
+        assert_eq!(client.get("sasl.password"), Some("from-a-file"), "{role}");
+        assert_eq!(client.get("ssl.key.password"), Some("hunter2"), "{role}");
+        assert_eq!(client.get("ssl.ca.location"), ca.to_str(), "{role}");
+        assert_eq!(
+            client.get("ssl.endpoint.identification.algorithm"),
+            Some("https"),
+            "{role}"
+        );
+        assert_eq!(
+            client.get("socket.keepalive.enable"),
+            Some("true"),
+            "{role}"
+        );
+    }
     let printed = format!("{config:?}");
     for secret in ["from-a-file", "hunter2"] {
         assert!(!printed.contains(secret), "{secret} printed");

@@ -7,18 +7,7 @@ use crate::config::{KafkaConfig, Processing};
 /// Settings shared by every client: bootstrap servers, security (TLS,
 /// SASL), then the pass-through properties, which win.
 pub fn base(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
-    for (key, value) in kafka.security.properties() {
-        cfg.set(key, value);
-    }
-    for (key, value) in &kafka.properties {
-        cfg.set(key, value);
-    }
-    for (key, value) in &kafka.secret_properties {
-        cfg.set(key, value.expose());
-    }
-    cfg
+    overlay(ClientConfig::new(), kafka)
 }
 
 /// The group consumer of the input topics. Offsets are stored explicitly
@@ -78,9 +67,20 @@ pub fn producer(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// Applies the base settings over role defaults (user properties win).
+///
+/// The values are set from `kafka` itself: `ClientConfig::config_map` hides
+/// secrets behind a placeholder, so copying one client configuration into
+/// another would send the placeholder as the password.
 fn overlay(mut role: ClientConfig, kafka: &KafkaConfig) -> ClientConfig {
-    for (key, value) in base(kafka).config_map() {
+    role.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in kafka.security.properties() {
         role.set(key, value);
+    }
+    for (key, value) in &kafka.properties {
+        role.set(key, value);
+    }
+    for (key, value) in &kafka.secret_properties {
+        role.set(key, value.expose());
     }
     role
 }

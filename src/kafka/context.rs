@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 
+use super::client_errors::ClientErrors;
 use super::outputs::{CommitFailure, Outputs};
 use super::shell::{Shell, Slot, TopicPartition};
 use crate::telemetry::Metrics;
@@ -25,6 +26,7 @@ pub struct PipelineContext {
     pub shell: Arc<Mutex<Shell>>,
     pub metrics: Arc<Metrics>,
     pub outputs: Arc<Outputs>,
+    pub client_errors: Arc<ClientErrors>,
 }
 
 impl PipelineContext {
@@ -110,6 +112,10 @@ impl PipelineContext {
 }
 
 impl ClientContext for PipelineContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client_errors.record(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod client_errors;
 pub mod context;
 pub mod outputs;
 pub mod pipeline;
@@ -31,4 +32,10 @@ pub enum PipelineError {
     },
     #[error("topic setup: {0}")]
     Topics(String),
+    /// A start-up call to Kafka failed, and the clients had reported why.
+    #[error("kafka client: {error} (the client last reported: {last})")]
+    Unreachable {
+        error: rdkafka::error::KafkaError,
+        last: String,
+    },
 }

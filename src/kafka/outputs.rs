@@ -8,6 +8,7 @@
 //! stored; a model's snapshot records the input offset it reflects, so a
 //! restarted instance does not apply a record twice to state.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -17,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::client_errors::{ClientErrors, ReportingContext};
 use super::shell::{PendingOutput, Shell, TopicPartition};
 use super::{client, PipelineError};
 use crate::codec::{schemas, Encoder, SnapshotCodec};
@@ -54,7 +56,7 @@ pub enum CommitFailure {
 
 /// The producer and encoders of everything driftwatch writes.
 pub struct Outputs {
-    producer: FutureProducer,
+    producer: FutureProducer<ReportingContext>,
     processing: Processing,
     output_topic: String,
     dlq_topic: String,
@@ -66,7 +68,7 @@ pub struct Outputs {
 impl Outputs {
     /// Creates the producer; in exactly-once mode also initialises
     /// transactions, which fences a previous incarnation of this instance.
-    pub fn new(config: &Config) -> Result<Self, PipelineError> {
+    pub fn new(config: &Config, client_errors: Arc<ClientErrors>) -> Result<Self, PipelineError> {
         let k = &config.kafka;
         let mut cfg = client::producer(k);
         if k.processing == Processing::ExactlyOnce {
@@ -87,7 +89,8 @@ impl Outputs {
                 cfg.set("message.timeout.ms", &txn_timeout);
             }
         }
-        let producer: FutureProducer = cfg.create()?;
+        let producer: FutureProducer<ReportingContext> =
+            cfg.create_with_context(ReportingContext(client_errors))?;
         if k.processing == Processing::ExactlyOnce {
             producer.init_transactions(TXN_TIMEOUT)?;
         }

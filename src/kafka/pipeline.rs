@@ -17,6 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::client_errors::ClientErrors;
 use super::context::PipelineContext;
 use super::outputs::{CommitFailure, DeadLetter, Outputs};
 use super::restore::Restorer;
@@ -40,6 +41,8 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Shared {
     pub shell: Arc<Mutex<Shell>>,
     pub metrics: Arc<Metrics>,
+    /// What the Kafka clients reported going wrong, for `/readyz`.
+    pub client_errors: Arc<ClientErrors>,
     /// Set to ask the pipeline to finish, commit and leave the group.
     pub shutdown: Arc<AtomicBool>,
 }
@@ -48,6 +51,7 @@ impl Shared {
     pub fn new(shell: Shell, metrics: Arc<Metrics>) -> Self {
         Shared {
             shell: Arc::new(Mutex::new(shell)),
+            client_errors: Arc::new(ClientErrors::new(Arc::clone(&metrics))),
             metrics,
             shutdown: Arc::new(AtomicBool::new(false)),
         }
@@ -477,15 +481,25 @@ pub fn apply_status(shell: &mut Shell, status: RetrainStatus) -> &'static str {
 /// `started` is called once the clients exist and the group subscription is
 /// made, so that start-up errors surface before the service reports running.
 pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(), PipelineError> {
-    let outputs = Arc::new(Outputs::new(config)?);
+    // A start-up call that times out says why when the clients said it
+    // (authentication or TLS failed, say).
+    let explain =
+        |error: PipelineError| match (error, shared.client_errors.recent(Duration::from_secs(120)))
+        {
+            (PipelineError::Kafka(error), Some(last)) => PipelineError::Unreachable { error, last },
+            (error, _) => error,
+        };
+    let outputs =
+        Arc::new(Outputs::new(config, Arc::clone(&shared.client_errors)).map_err(explain)?);
     let context = PipelineContext {
         shell: Arc::clone(&shared.shell),
         metrics: Arc::clone(&shared.metrics),
         outputs: Arc::clone(&outputs),
+        client_errors: Arc::clone(&shared.client_errors),
     };
     let consumer: BaseConsumer<PipelineContext> =
         client::group_consumer(&config.kafka).create_with_context(context)?;
-    admin::check_changelog(config, &consumer)?;
+    admin::check_changelog(config, &consumer).map_err(explain)?;
     match &config.kafka.input {
         InputTopics::List(topics) => {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
