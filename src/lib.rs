@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod coordinate;
 pub mod demo;
 pub mod detect;
 pub mod engine;

@@ -53,6 +53,34 @@ enum Command {
     /// Exit 0 when a running driftwatch answers /healthz (for container
     /// health checks).
     Healthcheck(HealthcheckArgs),
+    /// A stand-in retrain coordinator for demos and tests: answers each
+    /// retrain request with ACCEPTED, STARTED and, after --delay, SUCCEEDED
+    /// with a new model version (or FAILED). It trains nothing.
+    Coordinate(CoordinateArgs),
+}
+
+#[derive(Args)]
+struct CoordinateArgs {
+    /// The driftwatch configuration: Kafka settings (security included),
+    /// the requests topic (kafka.output_topic) and the status topic, and
+    /// their formats.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Overrides kafka.bootstrap_servers of --config.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Consumer group of the coordinator.
+    #[arg(long, default_value = "driftwatch-coordinator")]
+    group_id: String,
+    /// Time from a request to its final status.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    delay: Duration,
+    /// Every Nth request fails (0: none).
+    #[arg(long, default_value_t = 0)]
+    fail_every: u64,
+    /// Stop after this many requests have had their final status.
+    #[arg(long)]
+    max_requests: Option<u64>,
 }
 
 #[derive(Args)]
@@ -219,7 +247,69 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Healthcheck(args) => healthcheck(&args),
+        Command::Coordinate(args) => coordinate(&args),
     }
+}
+
+fn coordinate(args: &CoordinateArgs) -> ExitCode {
+    let config = match load_config(&args.config, &[]) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(status_topic) = config.kafka.status_topic.clone() else {
+        eprintln!("error: kafka.status_topic: the coordinator needs a status topic to answer on");
+        return ExitCode::from(2);
+    };
+    let mut client = driftwatch::kafka::client::base(&config.kafka);
+    if let Some(bootstrap) = &args.bootstrap_servers {
+        client.set("bootstrap.servers", bootstrap);
+    }
+    let options = driftwatch::coordinate::CoordinateOptions {
+        requests_topic: config.kafka.output_topic.clone(),
+        status_topic,
+        group_id: args.group_id.clone(),
+        request_format: config.output_format.clone(),
+        status_format: config.status_format.clone(),
+        delay: args.delay,
+        fail_every: (args.fail_every > 0).then_some(args.fail_every),
+    };
+    let stop = stop_on_signal();
+    eprintln!(
+        "answering retrain requests from {} on {} (final status after {})",
+        options.requests_topic,
+        options.status_topic,
+        humantime::format_duration(options.delay)
+    );
+    match driftwatch::coordinate::run(&client, &options, args.max_requests, &stop) {
+        Ok(counts) => {
+            eprintln!(
+                "answered {} requests: {} succeeded, {} failed ({} records were not requests)",
+                counts.requests, counts.succeeded, counts.failed, counts.undecodable
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag set on Ctrl-C or SIGTERM, for the commands that finish their
+/// current step and flush before exiting.
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(service::termination_signal());
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    stop
 }
 
 fn simulate(args: &SimulateArgs) -> ExitCode {
@@ -274,20 +364,8 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
             },
         },
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = std::sync::Arc::clone(&stop);
-        // Ctrl-C / SIGTERM: finish the tick, flush, exit.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(service::termination_signal());
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
+    // Ctrl-C / SIGTERM: finish the tick, flush, exit.
+    let stop = stop_on_signal();
     eprintln!(
         "simulating {} models ({} drifting) to {}",
         args.models,

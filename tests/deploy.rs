@@ -71,6 +71,7 @@ fn compose_services_ports_files_and_topics_agree() {
         "kafka-init",
         "driftwatch",
         "simulator",
+        "coordinator",
         "prometheus",
         "grafana",
     ] {
@@ -154,6 +155,28 @@ fn compose_services_ports_files_and_topics_agree() {
         services["simulator"]["image"].as_str(),
         driftwatch["image"].as_str(),
         "the simulator is the driftwatch image"
+    );
+
+    // The stand-in coordinator reads driftwatch's own configuration (so its
+    // topics and formats are driftwatch's), from the same image.
+    let coordinator = &services["coordinator"];
+    let command = strings(&coordinator["command"]);
+    assert_eq!(
+        command[..3],
+        ["coordinate", "--config", config_path.as_str()]
+    );
+    assert!(mounts(coordinator)
+        .iter()
+        .any(|(host, container)| host.ends_with("driftwatch.toml") && *container == config_path));
+    assert_eq!(coordinator["image"].as_str(), driftwatch["image"].as_str());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(&command)
+        .arg("--help")
+        .output()
+        .expect("driftwatch coordinate --help");
+    assert!(
+        output.status.success(),
+        "the coordinator's flags parse: {output:?}"
     );
 
     // Prometheus scrapes driftwatch's published port and loads the alerts
