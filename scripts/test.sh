@@ -15,12 +15,14 @@ python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The SASL/TLS tests: certificates (openssl) and a TLS front for the broker (socat).
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+# promtool checks and unit-tests the Prometheus rules (tests/deploy.rs).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing build dependencies: ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
   else
-    sudo apt-get update -qq && sudo apt-get install -y -qq "${need_apt[@]}"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
   fi
 fi
 

@@ -411,3 +411,91 @@ fn the_image_runs_the_binary_as_non_root_with_a_working_healthcheck() {
     args[url_at] = format!("http://127.0.0.1:{port}/healthz");
     assert!(!run(&args[1..]).status.success(), "closed port: unhealthy");
 }
+
+/// promtool, from Debian's prometheus package (scripts/test.sh installs it).
+fn promtool(args: &[&str]) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)")
+}
+
+fn assert_promtool(args: &[&str]) {
+    let out = promtool(args);
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The rules and the scrape configuration are valid for Prometheus itself,
+/// every alert behaves as its unit tests say (`alerts_test.yml`: it fires
+/// on its series after its `for`, and not on a healthy one), and every
+/// dashboard query is valid PromQL.
+#[test]
+fn prometheus_rules_config_and_dashboard_queries_pass_promtool() {
+    let alerts = repo("deploy/prometheus/alerts.yml");
+    assert_promtool(&["check", "rules", alerts.to_str().expect("path")]);
+
+    // The configuration names the rules where compose mounts them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        std::fs::read_to_string(repo("deploy/prometheus/prometheus.yml")).expect("prometheus.yml");
+    assert!(config.contains("/etc/prometheus/alerts.yml"));
+    let local = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &local,
+        config.replace("/etc/prometheus/alerts.yml", alerts.to_str().expect("path")),
+    )
+    .expect("write");
+    assert_promtool(&["check", "config", local.to_str().expect("path")]);
+
+    // Every alert has a unit test, and they pass.
+    let tests_path = repo("deploy/prometheus/alerts_test.yml");
+    let tests = yaml("deploy/prometheus/alerts_test.yml");
+    let tested: BTreeSet<String> = tests["tests"]
+        .as_vec()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_vec().cloned().unwrap_or_default())
+        .filter_map(|a| a["alertname"].as_str().map(str::to_owned))
+        .collect();
+    let rules = yaml("deploy/prometheus/alerts.yml");
+    for group in rules["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name");
+            assert!(
+                tested.contains(name),
+                "{name} has no test in alerts_test.yml"
+            );
+        }
+    }
+    assert_promtool(&["test", "rules", tests_path.to_str().expect("path")]);
+
+    // The dashboard's queries, as recording rules, parse.
+    let mut recording = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, panel) in dashboard()["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .enumerate()
+    {
+        for (j, target) in panel["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .enumerate()
+        {
+            let expr = target["expr"].as_str().expect("expr");
+            recording.push_str(&format!(
+                "      - record: dashboard:panel{i}:target{j}\n        expr: {}\n",
+                serde_json::to_string(expr).expect("quoted")
+            ));
+        }
+    }
+    let dashboard_rules = dir.path().join("dashboard.yml");
+    std::fs::write(&dashboard_rules, recording).expect("write");
+    assert_promtool(&["check", "rules", dashboard_rules.to_str().expect("path")]);
+}
