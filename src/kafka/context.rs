@@ -27,6 +27,32 @@ pub struct PipelineContext {
     pub metrics: Arc<Metrics>,
     pub outputs: Arc<Outputs>,
     pub client_errors: Arc<ClientErrors>,
+    /// The consumer reads committed records only (exactly-once): lag is
+    /// measured to the last stable offset.
+    pub read_committed: bool,
+}
+
+/// Records of an assigned partition not yet processed: from the position
+/// (the offset after the last record handed to the pipeline, or, before
+/// the first, the committed offset) to the end of the partition (the last
+/// stable offset when reading committed, else the high watermark).
+///
+/// librdkafka's own `consumer_lag` counts from the offset the consumer
+/// committed itself, which exactly-once never does (offsets go with the
+/// transaction), so it stays unknown there.
+pub fn partition_lag(p: &rdkafka::statistics::Partition, read_committed: bool) -> Option<i64> {
+    if p.partition < 0 || !p.desired {
+        return None;
+    }
+    let end = if read_committed {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    let position = [p.app_offset, p.committed_offset]
+        .into_iter()
+        .find(|&o| o >= 0)?;
+    (end >= 0).then(|| (end - position).max(0))
 }
 
 impl PipelineContext {
@@ -90,6 +116,11 @@ impl PipelineContext {
                 if shell.release(&tp).is_some() {
                     tracing::info!(topic = %tp.0, partition = tp.1, lost, "partition revoked");
                 }
+                // Its lag is the new owner's to report.
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
             }
             self.metrics
                 .partitions_assigned
@@ -119,11 +150,11 @@ impl ClientContext for PipelineContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if let Some(lag) = partition_lag(p, self.read_committed) {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
+                        .set(lag);
                 }
             }
         }
@@ -151,5 +182,66 @@ impl ConsumerContext for PipelineContext {
         if let Err(e) = result {
             tracing::debug!(error = %e, "offset commit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_lag;
+    use rdkafka::statistics::Partition;
+
+    fn partition(app: i64, committed: i64, hi: i64, ls: i64) -> Partition {
+        Partition {
+            partition: 0,
+            desired: true,
+            app_offset: app,
+            committed_offset: committed,
+            hi_offset: hi,
+            ls_offset: ls,
+            // What librdkafka reports when the consumer never commits itself.
+            consumer_lag: -1,
+            ..Partition::default()
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_position_to_the_stable_end_when_reading_committed() {
+        // Exactly-once: committed offsets are unknown to librdkafka.
+        assert_eq!(
+            partition_lag(&partition(700, -1001, 1000, 950), true),
+            Some(250)
+        );
+        assert_eq!(
+            partition_lag(&partition(700, -1001, 1000, 950), false),
+            Some(300)
+        );
+    }
+
+    #[test]
+    fn before_the_first_record_lag_counts_from_the_committed_offset() {
+        assert_eq!(
+            partition_lag(&partition(-1001, 400, 1000, 1000), true),
+            Some(600)
+        );
+        assert_eq!(
+            partition_lag(&partition(-1001, -1001, 1000, 1000), true),
+            None
+        );
+    }
+
+    #[test]
+    fn partitions_not_assigned_here_or_without_an_end_have_no_lag() {
+        let mut other = partition(700, 600, 1000, 1000);
+        other.desired = false;
+        assert_eq!(partition_lag(&other, true), None);
+        assert_eq!(
+            partition_lag(&partition(700, 600, -1001, -1001), true),
+            None
+        );
+        // Never negative (an end read before the position moved past it).
+        assert_eq!(
+            partition_lag(&partition(1010, 600, 1000, 1000), false),
+            Some(0)
+        );
     }
 }

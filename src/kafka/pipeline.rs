@@ -496,6 +496,7 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
         metrics: Arc::clone(&shared.metrics),
         outputs: Arc::clone(&outputs),
         client_errors: Arc::clone(&shared.client_errors),
+        read_committed: config.kafka.processing == Processing::ExactlyOnce,
     };
     let consumer: BaseConsumer<PipelineContext> =
         client::group_consumer(&config.kafka).create_with_context(context)?;

@@ -52,6 +52,11 @@ impl Instance {
         }
     }
 
+    /// The base URL of its HTTP API (`http://127.0.0.1:PORT`).
+    pub fn http(&self) -> &str {
+        &self.http
+    }
+
     /// Waits until `/readyz` answers 200: partitions assigned and restored.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + WAIT;
