@@ -10,12 +10,11 @@
 //! Needs `DRIFTWATCH_TANSU_BIN` and `DRIFTWATCH_MOTO_BIN` (scripts/test.sh
 //! exports both); without them the test fails, it never skips.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{append_log, free_port};
 
 /// Names the tansu binary.
 pub const TANSU_BIN_ENV: &str = "DRIFTWATCH_TANSU_BIN";
@@ -44,27 +43,10 @@ pub struct DurableBroker {
 }
 
 fn bin_from_env(var: &str) -> PathBuf {
-    let value = std::env::var_os(var).unwrap_or_default();
-    assert!(
-        !value.is_empty(),
-        "this test needs {var} (run scripts/test.sh, which exports \
-         {TANSU_BIN_ENV} and {MOTO_BIN_ENV}, or set it yourself)"
-    );
-    let path = PathBuf::from(value);
-    assert!(
-        path.is_file(),
-        "{var} names {}, which is not a file",
-        path.display()
-    );
-    path
-}
-
-fn append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    super::bin_from_env(
+        var,
+        &format!("run scripts/test.sh, which exports {TANSU_BIN_ENV} and {MOTO_BIN_ENV}, or set it yourself"),
+    )
 }
 
 impl DurableBroker {
@@ -80,7 +62,7 @@ impl DurableBroker {
         let path = dir.path().to_owned();
         let s3_port = free_port();
         let moto_log = path.join("moto.log");
-        let out = append(&moto_log);
+        let out = append_log(&moto_log);
         let moto = Command::new(&moto_bin)
             .args(["-H", "127.0.0.1", "-p", &s3_port.to_string()])
             .stdin(Stdio::null())
@@ -164,7 +146,7 @@ impl DurableBroker {
         assert!(self.tansu.is_none(), "tansu is running already");
         self.starts += 1;
         let log = self.tansu_log();
-        let mut out = append(&log);
+        let mut out = append_log(&log);
         {
             use std::io::Write;
             writeln!(out, "== start {}", self.starts).expect("write log");

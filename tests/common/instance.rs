@@ -144,19 +144,7 @@ impl Instance {
             .status()
             .expect("kill -TERM");
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit after SIGTERM; log: {}",
-                self.name,
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_exit(Duration::from_secs(60))
     }
 }
 

@@ -286,6 +286,30 @@ pub fn set_key(toml: &str, key: &str, value: &str) -> String {
         .join("\n")
 }
 
+/// The binary the environment variable `var` names. Fails the test (it
+/// never skips) when `var` is unset or names no file; `hint` says how to
+/// get it.
+pub fn bin_from_env(var: &str, hint: &str) -> std::path::PathBuf {
+    let value = std::env::var_os(var).unwrap_or_default();
+    assert!(!value.is_empty(), "this test needs {var}: {hint}");
+    let path = std::path::PathBuf::from(value);
+    assert!(
+        path.is_file(),
+        "{var} names {}, which is not a file",
+        path.display()
+    );
+    path
+}
+
+/// A log file, opened for appending (kept across restarts of a process).
+pub fn append_log(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -21,12 +21,11 @@
 //! `openssl` and `socat` (scripts/test.sh installs them); without them the
 //! test fails, it never skips.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{create_topics, free_port};
+use super::{append_log, create_topics, free_port};
 
 /// Names tansu built with the SQLite engine.
 pub const TANSU_SQL_BIN_ENV: &str = "DRIFTWATCH_TANSU_SQL_BIN";
@@ -61,27 +60,10 @@ pub struct SecureBroker {
 }
 
 fn tansu_bin() -> PathBuf {
-    let value = std::env::var_os(TANSU_SQL_BIN_ENV).unwrap_or_default();
-    assert!(
-        !value.is_empty(),
-        "this test needs {TANSU_SQL_BIN_ENV}: tansu 0.6.0 built with --features libsql \
-         (run scripts/test.sh, which builds and exports it)"
-    );
-    let path = PathBuf::from(value);
-    assert!(
-        path.is_file(),
-        "{TANSU_SQL_BIN_ENV} names {}, which is not a file",
-        path.display()
-    );
-    path
-}
-
-fn append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    super::bin_from_env(
+        TANSU_SQL_BIN_ENV,
+        "tansu 0.6.0 built with --features libsql (run scripts/test.sh, which builds and exports it)",
+    )
 }
 
 /// Runs a command to completion; panics with its output if it fails.
@@ -214,8 +196,8 @@ fn spawn_tansu(bin: &Path, dir: &Path, port: u16, advertised: u16, authenticatio
         .args(["--storage-engine", "sqlite://tansu.db"])
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(append(&dir.join("tansu.log")))
-        .stderr(append(&dir.join("tansu.log")));
+        .stdout(append_log(&dir.join("tansu.log")))
+        .stderr(append_log(&dir.join("tansu.log")));
     if authentication {
         cmd.arg("--authentication");
     }
@@ -272,8 +254,8 @@ impl SecureBroker {
             ))
             .arg(format!("tcp:127.0.0.1:{sasl_port}"))
             .stdin(Stdio::null())
-            .stdout(append(&socat_log))
-            .stderr(append(&socat_log))
+            .stdout(append_log(&socat_log))
+            .stderr(append_log(&socat_log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawning socat (scripts/test.sh installs it): {e}"));
         wait_listening(&mut socat, "socat", tls_port, &socat_log).await;
