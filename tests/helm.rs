@@ -200,7 +200,9 @@ fn default_and_all_options_renders_are_valid_and_consistent() {
         service["spec"]["ports"][0]["targetPort"].as_str(),
         container["ports"][0]["name"].as_str()
     );
-    assert!(find(&default, "ServiceMonitor").is_none() && find(&default, "ScaledObject").is_none());
+    for optional in ["ServiceMonitor", "PrometheusRule", "ScaledObject"] {
+        assert!(find(&default, optional).is_none(), "{optional} is opt-in");
+    }
     check_config(&default, dir.path());
 
     let values = chart().join("ci/all-options-values.yaml");
@@ -229,6 +231,24 @@ fn default_and_all_options_renders_are_valid_and_consistent() {
     assert_eq!(
         monitor["spec"]["endpoints"][0]["path"].as_str(),
         Some("/metrics")
+    );
+    // The alert rules ship unchanged: the same groups as the file compose
+    // mounts and promtool tests.
+    let rule = find(&all, "PrometheusRule").expect("PrometheusRule");
+    let alerts = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml"),
+    )
+    .expect("alerts.yml");
+    let alerts = YamlLoader::load_from_str(&alerts)
+        .expect("alerts yaml")
+        .remove(0);
+    assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+    assert!(rule["spec"]["groups"][0]["rules"]
+        .as_vec()
+        .is_some_and(|r| r.len() >= 6));
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
     );
     let scaled = find(&all, "ScaledObject").expect("ScaledObject");
     assert_eq!(
