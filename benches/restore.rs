@@ -124,7 +124,13 @@ async fn run(bootstrap: &str, models: usize) {
         .collect();
     let started = Instant::now();
     let restored = restorer
-        .restore(&engine, &tps, None, &metrics)
+        .restore(
+            &engine,
+            &tps,
+            None,
+            &metrics,
+            &driftwatch::kafka::heartbeat::Heartbeat::new(),
+        )
         .expect("restore");
     let restore = started.elapsed();
     let restored_models: usize = restored.values().map(|m| m.len()).sum();

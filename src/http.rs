@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -14,7 +15,7 @@ use axum::{Json, Router};
 use crate::kafka::pipeline::Shared;
 
 /// `/readyz` shows a Kafka client error this recent while not ready.
-const RECENT_CLIENT_ERROR: std::time::Duration = std::time::Duration::from_secs(60);
+const RECENT_CLIENT_ERROR: Duration = Duration::from_secs(60);
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct HttpState {
     pub shared: Shared,
     /// False once the pipeline thread has stopped.
     pub alive: Arc<AtomicBool>,
+    /// `/healthz` fails when the pipeline loop has not turned for this long.
+    pub liveness_timeout: Duration,
 }
 
 /// The router, separate from serving so tests can drive it.
@@ -62,11 +65,19 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {
-    if state.alive.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n").into_response()
+    if !state.alive.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n").into_response();
     }
+    let age = state.shared.heartbeat.age();
+    if age > state.liveness_timeout {
+        let body = format!(
+            "pipeline loop stuck: no turn for {}s (limit {}s)\n",
+            age.as_secs(),
+            state.liveness_timeout.as_secs()
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

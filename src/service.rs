@@ -17,6 +17,12 @@ use crate::kafka::shell::Shell;
 use crate::kafka::{admin, PipelineError};
 use crate::telemetry::Metrics;
 
+/// `/healthz` fails when the pipeline loop has not turned for this long.
+/// Longer than anything the loop may legitimately wait on (a transaction
+/// commit times out after 60 s; a restore beats while it reads, and fails
+/// after 120 s without progress).
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Errors that stop the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -89,6 +95,7 @@ pub async fn start_with_reload(
     let state = HttpState {
         shared: shared.clone(),
         alive: Arc::clone(&alive),
+        liveness_timeout: LIVENESS_TIMEOUT,
     };
     let addr = config.http.listen;
     let (http_addr, http) = http::serve(addr, state, async {

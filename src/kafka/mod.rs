@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client;
 pub mod client_errors;
 pub mod context;
+pub mod heartbeat;
 pub mod outputs;
 pub mod pipeline;
 pub mod restore;

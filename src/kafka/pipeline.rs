@@ -19,6 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::client_errors::ClientErrors;
 use super::context::PipelineContext;
+use super::heartbeat::Heartbeat;
 use super::outputs::{CommitFailure, DeadLetter, Outputs};
 use super::restore::Restorer;
 use super::shell::{lock, Ownership, Shell, Slot, TopicPartition};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// What the Kafka clients reported going wrong, for `/readyz`.
     pub client_errors: Arc<ClientErrors>,
+    /// Turns of the pipeline loop, for `/healthz`.
+    pub heartbeat: Arc<Heartbeat>,
     /// Set to ask the pipeline to finish, commit and leave the group.
     pub shutdown: Arc<AtomicBool>,
 }
@@ -52,6 +55,7 @@ impl Shared {
         Shared {
             shell: Arc::new(Mutex::new(shell)),
             client_errors: Arc::new(ClientErrors::new(Arc::clone(&metrics))),
+            heartbeat: Arc::new(Heartbeat::new()),
             metrics,
             shutdown: Arc::new(AtomicBool::new(false)),
         }
@@ -294,7 +298,13 @@ fn restore_pending(
         Processing::ExactlyOnce => Some(committed_offsets(consumer, &todo)?),
         Processing::AtLeastOnce => None,
     };
-    let restored = restorer.restore(&engine, &todo, committed.as_ref(), &shared.metrics)?;
+    let restored = restorer.restore(
+        &engine,
+        &todo,
+        committed.as_ref(),
+        &shared.metrics,
+        &shared.heartbeat,
+    )?;
     for (tp, models) in restored {
         let mut shell = shared.lock();
         let Some(slot) = shell.slots.get_mut(&tp) else {
@@ -526,6 +536,7 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
     let mut last_commit = Instant::now();
     let result = (|| -> Result<(), PipelineError> {
         loop {
+            shared.heartbeat.beat();
             if shared.shutdown.load(Ordering::Relaxed) {
                 return Ok(());
             }

@@ -12,6 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::heartbeat::Heartbeat;
 use super::shell::TopicPartition;
 use super::{client, PipelineError};
 use crate::codec::SnapshotCodec;
@@ -88,6 +89,7 @@ impl Restorer {
         partitions: &[TopicPartition],
         committed: Option<&BTreeMap<TopicPartition, i64>>,
         metrics: &Metrics,
+        heartbeat: &Heartbeat,
     ) -> Result<BTreeMap<TopicPartition, BTreeMap<String, ModelState>>, PipelineError> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
@@ -104,6 +106,9 @@ impl Restorer {
         let mut last_progress = Instant::now();
         let mut last_warning: Option<Instant> = None;
         let result = loop {
+            // A long restore is the loop at work, not a hang (a stalled
+            // one fails after STALL_TIMEOUT).
+            heartbeat.beat();
             if open.is_empty() {
                 break Ok(());
             }
