@@ -499,3 +499,20 @@ fn prometheus_rules_config_and_dashboard_queries_pass_promtool() {
     std::fs::write(&dashboard_rules, recording).expect("write");
     assert_promtool(&["check", "rules", dashboard_rules.to_str().expect("path")]);
 }
+
+/// No archive or package is committed (a stray tarball once was); the
+/// repository holds sources, and `.gitignore` keeps such files out.
+#[test]
+fn the_repository_tracks_no_archives() {
+    let out = Command::new("git")
+        .args(["ls-files"])
+        .current_dir(repo("."))
+        .output()
+        .expect("git ls-files");
+    assert!(out.status.success(), "git ls-files failed");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.lines().any(|f| f == "Cargo.toml"), "not the repository");
+    let archive = Regex::new(r"\.(tar|tar\.[a-z0-9]+|tgz|zip|whl|jar|deb|rpm)$").expect("regex");
+    let archives: Vec<&str> = listed.lines().filter(|f| archive.is_match(f)).collect();
+    assert!(archives.is_empty(), "archives committed: {archives:?}");
+}
