@@ -28,7 +28,8 @@ pub use security::{is_secret_property, Protocol, Sasl, Secret, Security, Tls};
 use crate::codec::FormatConfig;
 use crate::engine::alert::MAX_CONFIRM_WINDOWS;
 use crate::engine::policy::{
-    Aggregate, AlertSpec, Combine, CompositeSpec, Policy, PolicySet, RuleSpec, WindowSpec,
+    Aggregate, AlertSpec, Combine, CompositeSpec, Policy, PolicySet, RuleSpec, SilenceSpec,
+    WindowSpec,
 };
 use crate::model::Action;
 
@@ -125,10 +126,19 @@ pub struct EngineConfig {
     pub allowed_lateness_ms: i64,
     /// What happens to events later than that.
     pub late_events: LatePolicy,
+    /// How far ahead of the record's timestamp (or, without one, the
+    /// partition's stream time) an event's time may be, in ms; 0: no guard.
+    pub max_clock_skew_ms: i64,
+    /// What happens to events beyond that (`engine.future_events`).
+    pub future_events: LatePolicy,
+    /// Event time without an event before a model's state is removed, in
+    /// ms; 0: never.
+    pub idle_timeout_ms: i64,
 }
 
 /// What happens to an event behind its partition's watermark
-/// (`engine.late_events`). Both are counted.
+/// (`engine.late_events`) or too far ahead (`engine.future_events`). Both
+/// are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatePolicy {
     /// To the dead-letter topic, with the watermark in the reason.
@@ -525,6 +535,9 @@ struct RawEngine {
     failed_backoff: Text,
     allowed_lateness: Text,
     late_events: RawLatePolicy,
+    max_clock_skew: Text,
+    future_events: RawLatePolicy,
+    idle_timeout: Text,
 }
 
 impl Default for RawEngine {
@@ -535,6 +548,9 @@ impl Default for RawEngine {
             failed_backoff: "30m".into(),
             allowed_lateness: "0s".into(),
             late_events: RawLatePolicy::DeadLetter,
+            max_clock_skew: "1h".into(),
+            future_events: RawLatePolicy::DeadLetter,
+            idle_timeout: "7d".into(),
         }
     }
 }
@@ -544,6 +560,15 @@ impl Default for RawEngine {
 enum RawLatePolicy {
     DeadLetter,
     Drop,
+}
+
+impl From<RawLatePolicy> for LatePolicy {
+    fn from(raw: RawLatePolicy) -> Self {
+        match raw {
+            RawLatePolicy::DeadLetter => LatePolicy::DeadLetter,
+            RawLatePolicy::Drop => LatePolicy::Drop,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -573,8 +598,8 @@ struct RawComposite {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: Text,
-    metric: Text,
-    window: RawWindow,
+    metric: Option<Text>,
+    window: Option<RawWindow>,
     detector: Dict,
     #[serde(default = "default_confirm")]
     confirm: i64,
@@ -760,11 +785,17 @@ impl RawConfig {
                 "engine.allowed_lateness",
                 &self.engine.allowed_lateness,
             )?,
-            late_events: match self.engine.late_events {
-                RawLatePolicy::DeadLetter => LatePolicy::DeadLetter,
-                RawLatePolicy::Drop => LatePolicy::Drop,
-            },
+            late_events: self.engine.late_events.into(),
+            max_clock_skew_ms: duration_ms("engine.max_clock_skew", &self.engine.max_clock_skew)?,
+            future_events: self.engine.future_events.into(),
+            idle_timeout_ms: duration_ms("engine.idle_timeout", &self.engine.idle_timeout)?,
         };
+        if engine.idle_timeout_ms > 0 && engine.idle_timeout_ms <= engine.allowed_lateness_ms {
+            return Err(ConfigError::new(
+                "engine.idle_timeout",
+                "must be longer than engine.allowed_lateness (or 0s: never expire)",
+            ));
+        }
 
         let mut policies = Vec::with_capacity(self.policy.len());
         let mut patterns: BTreeMap<String, usize> = BTreeMap::new();
@@ -1018,16 +1049,26 @@ impl RawPolicy {
         }
         let mut names = BTreeSet::new();
         let mut rules = Vec::with_capacity(self.rule.len());
+        let mut silences = Vec::new();
         for (j, raw) in self.rule.into_iter().enumerate() {
             let rule_key = format!("{key}.rule[{j}]");
-            let rule = raw.compile(&rule_key)?;
-            if !names.insert(rule.name.clone()) {
+            let name = if raw.is_silence() {
+                let silence = raw.compile_silence(&rule_key, defaults)?;
+                let name = silence.name.clone();
+                silences.push(silence);
+                name
+            } else {
+                let rule = raw.compile(&rule_key)?;
+                let name = rule.name.clone();
+                rules.push(rule);
+                name
+            };
+            if !names.insert(name.clone()) {
                 return Err(ConfigError::new(
                     format!("{rule_key}.name"),
-                    format!("duplicate rule name {:?} in this policy", rule.name),
+                    format!("duplicate rule name {name:?} in this policy"),
                 ));
             }
-            rules.push(rule);
         }
         let mut composites = Vec::with_capacity(self.composite.len());
         for (j, raw) in self.composite.into_iter().enumerate() {
@@ -1048,16 +1089,112 @@ impl RawPolicy {
             .map(|p| {
                 p.with_failed_backoff(failed_backoff_ms)
                     .with_composites(composites)
+                    .with_silences(silences)
             })
             .map_err(|e| ConfigError::new(match_key, format!("not a valid glob: {e}")))
     }
 }
 
 impl RawRule {
+    /// A rule with `detector = { kind = "silence", after = "..." }`.
+    fn is_silence(&self) -> bool {
+        matches!(self.detector.get("kind"), Some(Value::String(_, kind)) if kind == "silence")
+    }
+
+    /// A silence rule: judged by the watermark on the model's last event,
+    /// so it has no metric, window or confirmation.
+    fn compile_silence(
+        self,
+        key: &str,
+        defaults: &EngineConfig,
+    ) -> Result<SilenceSpec, ConfigError> {
+        let name = non_empty(&format!("{key}.name"), &self.name)?;
+        let not_for_silence = |field: &str| {
+            ConfigError::new(
+                format!("{key}.{field}"),
+                "a silence rule judges the absence of events: it takes no metric, window or confirmation",
+            )
+        };
+        if self.metric.is_some() {
+            return Err(not_for_silence("metric"));
+        }
+        if self.window.is_some() {
+            return Err(not_for_silence("window"));
+        }
+        if self.confirm != 1 || self.confirm_of.is_some() {
+            return Err(not_for_silence("confirm"));
+        }
+        if self.recover_after.is_some() {
+            return Err(not_for_silence("recover_after"));
+        }
+        let detector_key = format!("{key}.detector");
+        let mut after = None;
+        for (field, value) in &self.detector {
+            match (field.as_str(), value) {
+                ("kind", _) => {}
+                ("after", Value::String(_, text)) => after = Some(Text(text.clone())),
+                ("after", _) => {
+                    return Err(ConfigError::new(
+                        format!("{detector_key}.after"),
+                        "must be a duration such as \"30m\"",
+                    ))
+                }
+                (other, _) => {
+                    return Err(ConfigError::new(
+                        format!("{detector_key}.{other}"),
+                        "unknown key for a silence rule (it takes after)",
+                    ))
+                }
+            }
+        }
+        let after_key = format!("{detector_key}.after");
+        let Some(after) = after else {
+            return Err(ConfigError::new(
+                after_key,
+                "required: how long without an event before the model counts as silent",
+            ));
+        };
+        let after_ms = positive_duration_ms(&after_key, &after)?;
+        if defaults.idle_timeout_ms > 0 && after_ms >= defaults.idle_timeout_ms {
+            return Err(ConfigError::new(
+                after_key,
+                format!(
+                    "must be shorter than engine.idle_timeout ({} ms): a model expires before it could be judged silent",
+                    defaults.idle_timeout_ms
+                ),
+            ));
+        }
+        let cooldown_ms = match &self.cooldown {
+            Some(cooldown) => duration_ms(&format!("{key}.cooldown"), cooldown)?,
+            None => 0,
+        };
+        Ok(SilenceSpec {
+            name,
+            after_ms,
+            cooldown_ms,
+            action: self.action.into(),
+        })
+    }
+
     fn compile(self, key: &str) -> Result<RuleSpec, ConfigError> {
         let name = non_empty(&format!("{key}.name"), &self.name)?;
-        let metric = non_empty(&format!("{key}.metric"), &self.metric)?;
-        let window = self.window.compile(&format!("{key}.window"))?;
+        let metric_key = format!("{key}.metric");
+        let metric = self.metric.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                &metric_key,
+                "required key is missing (the metric the rule watches)",
+            )
+        })?;
+        let metric = non_empty(&metric_key, metric)?;
+        let window_key = format!("{key}.window");
+        let raw_window = self.window.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                &window_key,
+                "required key is missing (count, tumbling or sliding)",
+            )
+        })?;
+        let window = raw_window.compile(&window_key)?;
+        let aggregate = raw_window.aggregate;
         let detector = detector::compile(&format!("{key}.detector"), self.detector)?;
         let confirm: u32 = in_range(&format!("{key}.confirm"), self.confirm, 1)?;
         let of_key = format!("{key}.confirm_of");
@@ -1094,7 +1231,7 @@ impl RawRule {
             name,
             metric,
             window,
-            aggregate: self.window.aggregate.into(),
+            aggregate: aggregate.into(),
             detector,
             alert: AlertSpec {
                 confirm,

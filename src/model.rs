@@ -16,6 +16,16 @@ pub const INFERENCE_ERROR_METRIC: &str = "inference_error";
 /// arithmetic far from overflow.
 pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
+/// Longest project, name or version accepted, in bytes: they enter the
+/// model's state, its snapshot and its changelog key.
+pub const MAX_ID_BYTES: usize = 256;
+/// Most metrics one event may carry.
+pub const MAX_METRICS: usize = 256;
+/// Most tags one event may carry.
+pub const MAX_TAGS: usize = 64;
+/// Longest metric name, tag key or tag value accepted, in bytes.
+pub const MAX_LABEL_BYTES: usize = 1_024;
+
 /// Well-known metric names. Any other name is a custom metric and equally valid.
 pub const WELL_KNOWN_METRICS: &[&str] = &[
     "accuracy",
@@ -90,6 +100,18 @@ pub enum InvalidEvent {
     EmptyName,
     #[error("model lineage must not contain '/' inside project or name: {0:?}")]
     SlashInLineage(String),
+    #[error("{field} is {len} bytes long; at most {max} are accepted")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("event carries {count} {what}; at most {max} are accepted")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("timestamp {0} is negative")]
     NegativeTimestamp(i64),
     #[error("timestamp {0} is after the year 9999 (milliseconds expected)")]
@@ -109,8 +131,52 @@ impl MetricEvent {
         if self.model.name.trim().is_empty() {
             return Err(InvalidEvent::EmptyName);
         }
-        if self.model.project.contains('/') {
-            return Err(InvalidEvent::SlashInLineage(self.model.project.clone()));
+        for (field, value) in [
+            ("model.project", self.model.project.as_str()),
+            ("model.name", self.model.name.as_str()),
+            ("model.version", self.model.version.as_deref().unwrap_or("")),
+        ] {
+            if value.len() > MAX_ID_BYTES {
+                return Err(InvalidEvent::TooLong {
+                    field,
+                    len: value.len(),
+                    max: MAX_ID_BYTES,
+                });
+            }
+        }
+        for part in [&self.model.project, &self.model.name] {
+            if part.contains('/') {
+                return Err(InvalidEvent::SlashInLineage(part.clone()));
+            }
+        }
+        if self.metrics.len() > MAX_METRICS {
+            return Err(InvalidEvent::TooMany {
+                what: "metrics",
+                count: self.metrics.len(),
+                max: MAX_METRICS,
+            });
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(InvalidEvent::TooMany {
+                what: "tags",
+                count: self.tags.len(),
+                max: MAX_TAGS,
+            });
+        }
+        let labels = self
+            .metrics
+            .keys()
+            .map(|k| ("metric name", k.len()))
+            .chain(self.tags.keys().map(|k| ("tag key", k.len())))
+            .chain(self.tags.values().map(|v| ("tag value", v.len())));
+        for (field, len) in labels {
+            if len > MAX_LABEL_BYTES {
+                return Err(InvalidEvent::TooLong {
+                    field,
+                    len,
+                    max: MAX_LABEL_BYTES,
+                });
+            }
         }
         if self.timestamp < 0 {
             return Err(InvalidEvent::NegativeTimestamp(self.timestamp));

@@ -70,6 +70,8 @@ pub fn engine_for(config: &Config) -> Engine {
         Limits {
             max_models_per_partition: config.engine.max_models_per_partition,
             allowed_lateness_ms: config.engine.allowed_lateness_ms,
+            max_clock_skew_ms: config.engine.max_clock_skew_ms,
+            idle_timeout_ms: config.engine.idle_timeout_ms,
         },
     )
 }

@@ -75,7 +75,13 @@ pub fn produce(
         for event in sim.tick() {
             let key = event.model.lineage();
             let payload = encoder.encode(&event)?;
-            let mut record = BaseRecord::to(&options.topic).key(&key).payload(&payload);
+            // The simulated producer's clock is the simulated event time,
+            // so the record's timestamp agrees with the event's (the
+            // clock-skew guard compares the two).
+            let mut record = BaseRecord::to(&options.topic)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(event.timestamp);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

@@ -2,7 +2,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -41,8 +41,12 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Time to decode and apply one record.
     pub processing_seconds: Histogram,
-    /// Latest event time per model, for "no events from a model" alerts.
-    pub model_last_event: GaugeVec,
+    /// Records whose key is not the lineage of the model in their value.
+    pub key_mismatch: IntCounterVec,
+    /// Models judged silent now, per policy (bounded: one series per policy).
+    pub models_silent: IntGaugeVec,
+    /// Model states removed, by cause (expired, evicted).
+    pub models_removed: IntCounterVec,
     /// Configuration reloads by outcome (applied, rejected).
     pub config_reloads: IntCounterVec,
     /// Errors the group consumer's Kafka client reported, by librdkafka
@@ -104,8 +108,8 @@ impl Metrics {
         )?;
         let requests_produced = counter(
             "requests_produced_total",
-            "Retrain requests produced, by action and model.",
-            &["action", "model"],
+            "Retrain requests produced, by action (per-model detail is on /models/{project}/{name}).",
+            &["action"],
         )?;
         let config_reloads = counter(
             "config_reloads_total",
@@ -117,14 +121,24 @@ impl Metrics {
             "Errors reported by the Kafka client (authentication, TLS, brokers down), by librdkafka error code.",
             &["code"],
         )?;
-        let model_last_event = GaugeVec::new(
+        let models_silent = IntGaugeVec::new(
             Opts::new(
-                "model_last_event_seconds",
-                "Event time of the latest event applied per model (one series per model).",
+                "models_silent",
+                "Models a silence rule judges silent now, by the pattern of their policy.",
             ),
-            &["model"],
+            &["policy"],
         )?;
-        registry.register(Box::new(model_last_event.clone()))?;
+        registry.register(Box::new(models_silent.clone()))?;
+        let key_mismatch = counter(
+            "records_key_mismatch_total",
+            "Records whose key is not the project/name of the model in their value (applied, but the producer splits models across partitions).",
+            &["topic"],
+        )?;
+        let models_removed = counter(
+            "models_removed_total",
+            "Model states removed: expired (idle for engine.idle_timeout) or evicted (least recently seen, at engine.max_models_per_partition).",
+            &["cause"],
+        )?;
         let statuses = counter(
             "statuses_total",
             "Coordinator statuses received.",
@@ -180,7 +194,9 @@ impl Metrics {
             restore_seconds,
             transactions,
             requests_produced,
-            model_last_event,
+            models_silent,
+            models_removed,
+            key_mismatch,
             config_reloads,
             kafka_client_errors,
             statuses,
@@ -198,7 +214,7 @@ impl Metrics {
     /// `_bucket`/`_sum`/`_count` series of histograms), whether or not it
     /// has a value yet: what dashboards and alert rules may refer to.
     pub fn exported_names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: [&dyn Collector; 22] = [
             &self.config_reloads,
             &self.kafka_client_errors,
             &self.records_consumed,
@@ -217,7 +233,9 @@ impl Metrics {
             &self.partitions_restoring,
             &self.consumer_lag,
             &self.processing_seconds,
-            &self.model_last_event,
+            &self.models_silent,
+            &self.models_removed,
+            &self.key_mismatch,
             &self.commit_batch_seconds,
         ];
         collectors

@@ -511,7 +511,10 @@ fn the_repository_tracks_no_archives() {
         .expect("git ls-files");
     assert!(out.status.success(), "git ls-files failed");
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(listed.lines().any(|f| f == "Cargo.toml"), "not the repository");
+    assert!(
+        listed.lines().any(|f| f == "Cargo.toml"),
+        "not the repository"
+    );
     let archive = Regex::new(r"\.(tar|tar\.[a-z0-9]+|tgz|zip|whl|jar|deb|rpm)$").expect("regex");
     let archives: Vec<&str> = listed.lines().filter(|f| archive.is_match(f)).collect();
     assert!(archives.is_empty(), "archives committed: {archives:?}");

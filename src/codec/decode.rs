@@ -131,6 +131,12 @@ impl<T: DeserializeOwned> Decoder<T> {
                            nor schemas is configured",
                 }),
                 b'{' => decode_json(payload),
+                // JSON may start with whitespace (as `json` accepts); a
+                // plain Avro record may too, so it gets its chance.
+                _ if starts_like_json(payload) => match decode_json(payload) {
+                    Err(_) if self.plain.is_some() => self.decode_plain(payload),
+                    result => result,
+                },
                 _ if self.plain.is_some() => self.decode_plain(payload),
                 _ => Err(DecodeError::UnknownFormat {
                     first_byte: first,
@@ -213,6 +219,14 @@ pub(crate) fn check_fetched(id: u32, schema: &Schema, reader: &Schema) -> Result
         id,
         problem: format!("cannot be read with the reader schema: {e}"),
     })
+}
+
+/// True when the first byte that is not JSON whitespace opens an object.
+fn starts_like_json(payload: &[u8]) -> bool {
+    payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
 }
 
 #[cfg(test)]

@@ -38,8 +38,10 @@ pub mod schemas {
     /// Version 2: detector state, N-of-M alert state, composites and the
     /// samples waiting for the watermark.
     pub const MODEL_SNAPSHOT_V2: &str = include_str!("../../schemas/model_snapshot_v2.avsc");
+    /// Version 3: the state of silence rules.
+    pub const MODEL_SNAPSHOT_V3: &str = include_str!("../../schemas/model_snapshot_v3.avsc");
     /// The snapshot schema this build writes and reads into.
-    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V2;
+    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V3;
 }
 
 /// Which wire format a topic carries.

@@ -19,6 +19,7 @@ impl SnapshotCodec {
                 &[
                     (1, schemas::MODEL_SNAPSHOT_V1),
                     (2, schemas::MODEL_SNAPSHOT_V2),
+                    (3, schemas::MODEL_SNAPSHOT_V3),
                 ],
                 schemas::MODEL_SNAPSHOT,
             )?,

@@ -33,6 +33,14 @@ pub struct Limits {
     /// order; so out-of-order input within the lateness gives the same
     /// windows as in-order input, and later events are refused.
     pub allowed_lateness_ms: i64,
+    /// How far ahead of its reference (the Kafka record's timestamp, or
+    /// else the partition's stream time) an event's time may be; later
+    /// events are refused as `future_timestamp` and move no watermark.
+    /// 0 turns the guard off.
+    pub max_clock_skew_ms: i64,
+    /// Event time without an event after which a model's state is
+    /// removed (partition watermark minus its last event). 0: never.
+    pub idle_timeout_ms: i64,
 }
 
 impl Default for Limits {
@@ -40,9 +48,19 @@ impl Default for Limits {
         Limits {
             max_models_per_partition: 100_000,
             allowed_lateness_ms: 0,
+            max_clock_skew_ms: 3_600_000,
+            idle_timeout_ms: 7 * 24 * 3_600_000,
         }
     }
 }
+
+/// Events beyond the stream-time bound (no record time) that, in a row
+/// and agreeing with each other, show the partition's clock really moved.
+pub const FUTURE_CONFIRMATIONS: usize = 3;
+
+/// How many of the least recently seen models eviction looks through for
+/// one without a request in flight.
+const EVICTION_SCAN: usize = 64;
 
 /// Why an event was not applied to any state. Each is counted, never silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +72,10 @@ pub enum SkipReason {
     TooLate,
     /// The event belongs to a version the model has already moved past.
     StaleVersion,
-    /// The partition already tracks its maximum number of models.
-    ModelCap,
+    /// The event's time is implausibly far ahead of its reference (see
+    /// [`Limits::max_clock_skew_ms`]): a broken clock must not move the
+    /// watermark.
+    FutureTimestamp,
 }
 
 impl SkipReason {
@@ -64,7 +84,7 @@ impl SkipReason {
             SkipReason::NoPolicy => "no_policy",
             SkipReason::TooLate => "too_late",
             SkipReason::StaleVersion => "stale_version",
-            SkipReason::ModelCap => "model_cap",
+            SkipReason::FutureTimestamp => "future_timestamp",
         }
     }
 }
@@ -81,8 +101,55 @@ pub enum EventOutcome {
         new_model: bool,
         /// Other models whose state changed because the watermark advanced.
         released: Vec<String>,
+        /// Models removed: expired, or evicted to make room for this one.
+        removed: Vec<Removed>,
+        /// Models judged silent as the watermark advanced.
+        silenced: Vec<Silenced>,
     },
     Skipped(SkipReason),
+}
+
+/// Why a model's state was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalCause {
+    /// No event for `idle_timeout` of event time.
+    Expired,
+    /// The least recently seen model, at the partition's model cap.
+    Evicted,
+}
+
+impl RemovalCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalCause::Expired => "expired",
+            RemovalCause::Evicted => "evicted",
+        }
+    }
+}
+
+/// A model whose state was removed from its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub lineage: String,
+    pub cause: RemovalCause,
+    pub last_event_at: Option<i64>,
+}
+
+/// A model a silence rule judged silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silenced {
+    pub lineage: String,
+    pub rule: String,
+    pub last_event_at: i64,
+}
+
+/// What the watermark's advance did, gathered for one event's outcome.
+#[derive(Default)]
+struct Progress {
+    requests: Vec<RetrainRequest>,
+    changed: Vec<String>,
+    removed: Vec<Removed>,
+    silenced: Vec<Silenced>,
 }
 
 /// The result of applying one status.
@@ -125,6 +192,7 @@ struct Candidate {
 enum Source {
     Rule(usize),
     Composite(usize),
+    Silence(usize),
 }
 
 impl Candidate {
@@ -132,6 +200,7 @@ impl Candidate {
         match self.source {
             Source::Rule(i) => &policy.rules[i].name,
             Source::Composite(j) => &policy.composites[j].name,
+            Source::Silence(k) => &policy.silences[k].name,
         }
     }
 
@@ -139,6 +208,7 @@ impl Candidate {
         match self.source {
             Source::Rule(i) => policy.rules[i].action.unwrap_or(Action::FineTune),
             Source::Composite(j) => policy.composites[j].action,
+            Source::Silence(k) => policy.silences[k].action.unwrap_or(Action::FineTune),
         }
     }
 
@@ -147,6 +217,7 @@ impl Candidate {
         match self.source {
             Source::Rule(i) => i,
             Source::Composite(j) => policy.rules.len() + j,
+            Source::Silence(k) => policy.rules.len() + policy.composites.len() + k,
         }
     }
 }
@@ -166,9 +237,23 @@ impl Engine {
     }
 
     /// Applies one valid event (see [`MetricEvent::validate`]) to the state
-    /// of the partition it was read from.
+    /// of the partition it was read from, as a replay does: with no record
+    /// time, the clock-skew guard judges the event against the partition's
+    /// stream time.
     pub fn apply_event(&self, part: &mut PartitionState, event: &MetricEvent) -> EventOutcome {
-        self.apply_event_traced(part, event, None)
+        self.apply(part, event, None, None)
+    }
+
+    /// Applies an event read from a Kafka record whose own timestamp is
+    /// `record_time` (producer or broker time): the clock-skew guard judges
+    /// the event time against it.
+    pub fn apply_record(
+        &self,
+        part: &mut PartitionState,
+        event: &MetricEvent,
+        record_time: Option<i64>,
+    ) -> EventOutcome {
+        self.apply(part, event, record_time, None)
     }
 
     /// [`Engine::apply_event`], also recording every window judged (for
@@ -177,12 +262,29 @@ impl Engine {
         &self,
         part: &mut PartitionState,
         event: &MetricEvent,
+        trace: Option<&mut Vec<Judged>>,
+    ) -> EventOutcome {
+        self.apply(part, event, None, trace)
+    }
+
+    fn apply(
+        &self,
+        part: &mut PartitionState,
+        event: &MetricEvent,
+        record_time: Option<i64>,
         mut trace: Option<&mut Vec<Judged>>,
     ) -> EventOutcome {
+        self.arm_unarmed(part);
         let lineage = event.model.lineage();
         let Some(policy) = self.policies.for_lineage(&lineage) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
+        if self.is_future(part, event.timestamp, record_time) {
+            if let Some(model) = part.models.get_mut(&lineage) {
+                model.counters.future_events += 1;
+            }
+            return EventOutcome::Skipped(SkipReason::FutureTimestamp);
+        }
         let lateness = self.limits.allowed_lateness_ms;
         if part
             .watermark(lateness)
@@ -193,9 +295,28 @@ impl Engine {
             }
             return EventOutcome::Skipped(SkipReason::TooLate);
         }
+        if part
+            .models
+            .get(&lineage)
+            .is_some_and(|m| m.is_stale(event.model.version.as_ref(), event.timestamp))
+        {
+            return EventOutcome::Skipped(SkipReason::StaleVersion);
+        }
+
+        // The event moves the stream time; everything due up to the new
+        // watermark happens first, at its own event time (windows close,
+        // models go silent or expire), this model included.
+        let stream_time = part
+            .stream_time
+            .map_or(event.timestamp, |t| t.max(event.timestamp));
+        part.stream_time = Some(stream_time);
+        let watermark = stream_time.saturating_sub(lateness);
+        let mut progress = Progress::default();
+        self.advance(part, watermark, &mut progress, trace.as_deref_mut());
+
         let new_model = !part.models.contains_key(&lineage);
         if new_model && part.models.len() >= self.limits.max_models_per_partition {
-            return EventOutcome::Skipped(SkipReason::ModelCap);
+            self.evict_one(part, &mut progress);
         }
         let model = part
             .models
@@ -204,55 +325,43 @@ impl Engine {
         // Another policy, or a new version of it (configuration reload).
         model.rebind(policy);
 
-        // Version handling: a new version starts fresh; stragglers of a
-        // superseded version are ignored.
+        // Version handling: a new version starts fresh (stragglers of a
+        // superseded version were refused above).
         match (&model.version, &event.model.version) {
             (_, None) => {}
             (None, Some(v)) if model.counters.events_applied == 0 => {
                 model.version = Some(v.clone());
             }
             (Some(cur), Some(v)) if cur == v => {}
-            (_, Some(v)) if model.retired_versions.contains(v) => {
-                return EventOutcome::Skipped(SkipReason::StaleVersion);
-            }
-            // An unknown version older than what the model has seen is a
-            // straggler, not a deployment.
-            (_, Some(_)) if model.last_event_at.is_some_and(|t| event.timestamp < t) => {
-                return EventOutcome::Skipped(SkipReason::StaleVersion);
-            }
             (_, Some(v)) => model.start_version(Some(v.clone()), Some(policy)),
         }
 
         model.counters.events_applied += 1;
-        model.last_event_at = Some(
-            model
-                .last_event_at
-                .map_or(event.timestamp, |t| t.max(event.timestamp)),
-        );
-        let stream_time = part
-            .stream_time
-            .map_or(event.timestamp, |t| t.max(event.timestamp));
-        part.stream_time = Some(stream_time);
-        let watermark = stream_time.saturating_sub(lateness);
+        let previous = model.last_event_at;
+        let last = previous.map_or(event.timestamp, |t| t.max(event.timestamp));
+        model.last_event_at = Some(last);
+        // Any event ends a silence.
+        for silence in &mut model.silences {
+            silence.silent_since = None;
+        }
 
         let values: PendingValues = policy
             .rules
             .iter()
             .map(|rule| event.value(&rule.metric))
             .collect();
-        let mut requests = Vec::new();
-        let mut released = Vec::new();
         if values.iter().all(Option::is_none) {
             // Nothing for any rule: only the model-level bookkeeping above.
-        } else if part.pending.is_empty() && event.timestamp <= watermark {
-            // Nothing waits and this sample is already behind the watermark
-            // (always so without lateness): straight into the windows.
-            requests.extend(self.process_sample(
+        } else if event.timestamp <= watermark {
+            // Everything up to the watermark is done and nothing else is
+            // due at this time (always so without lateness): straight into
+            // the windows.
+            progress.requests.extend(self.process_sample(
                 model,
                 policy,
                 event.timestamp,
                 &values,
-                trace.as_deref_mut(),
+                trace,
             ));
         } else {
             let key = (event.timestamp, part.next_seq);
@@ -260,52 +369,273 @@ impl Engine {
             model.pending.insert(key, values);
             part.pending.insert(key, lineage.clone());
         }
-        self.release(part, watermark, &mut requests, &mut released, trace);
+        part.touch(&lineage, previous, last);
+        self.rearm(part, &lineage);
+        part.sync_silent(&lineage);
+
+        let mut released = progress.changed;
         released.retain(|l| *l != lineage);
         released.sort_unstable();
         released.dedup();
         EventOutcome::Applied {
-            requests,
+            requests: progress.requests,
             new_model,
             released,
+            removed: progress.removed,
+            silenced: progress.silenced,
         }
     }
 
-    /// Feeds every waiting sample at or before `watermark` into its model's
-    /// windows, in event-time order.
-    fn release(
+    /// The clock-skew guard: true when `timestamp` is implausibly far ahead
+    /// (more than `max_clock_skew_ms`). The reference is the record's own
+    /// timestamp when there is one. Without one (a replay file), it is the
+    /// partition's stream time; so that a real gap in the telemetry does
+    /// not shut the partition out for good, the
+    /// [`FUTURE_CONFIRMATIONS`]th consecutive event beyond that bound whose
+    /// times agree (within the skew) is taken as the clock having really
+    /// moved, and is applied.
+    fn is_future(
+        &self,
+        part: &mut PartitionState,
+        timestamp: i64,
+        record_time: Option<i64>,
+    ) -> bool {
+        let skew = self.limits.max_clock_skew_ms;
+        if skew <= 0 {
+            return false;
+        }
+        if let Some(reference) = record_time {
+            return timestamp > reference.saturating_add(skew);
+        }
+        let Some(stream_time) = part.stream_time else {
+            return false;
+        };
+        if timestamp <= stream_time.saturating_add(skew) {
+            part.future_streak.clear();
+            return false;
+        }
+        part.future_streak
+            .retain(|t| t.abs_diff(timestamp) <= skew.unsigned_abs());
+        part.future_streak.push(timestamp);
+        if part.future_streak.len() >= FUTURE_CONFIRMATIONS {
+            part.future_streak.clear();
+            return false;
+        }
+        true
+    }
+
+    /// Arms the timers of restored or rebound models.
+    fn arm_unarmed(&self, part: &mut PartitionState) {
+        if part.unarmed.is_empty() {
+            return;
+        }
+        for lineage in std::mem::take(&mut part.unarmed) {
+            self.rearm(part, &lineage);
+            part.sync_silent(&lineage);
+        }
+    }
+
+    /// Registers when `lineage` next needs the watermark.
+    fn rearm(&self, part: &mut PartitionState, lineage: &str) {
+        let due = part
+            .models
+            .get(lineage)
+            .and_then(|m| self.next_due(m, self.policies.for_lineage(lineage)));
+        part.set_timer(lineage, due);
+    }
+
+    /// The earliest event time at which the watermark changes `model`
+    /// without an event of its own: a window holding samples ends, a
+    /// silence rule's `after` passes, or the model expires (not while a
+    /// request is in flight and not timed out).
+    fn next_due(&self, model: &ModelState, policy: Option<&Policy>) -> Option<i64> {
+        let windows = model.rules.iter().filter_map(|r| r.window.next_end());
+        let mut due = windows.min();
+        let mut earliest = |t: i64| due = Some(due.map_or(t, |d: i64| d.min(t)));
+        let Some(last) = model.last_event_at else {
+            return due;
+        };
+        if let Some(policy) = policy {
+            for (spec, state) in policy.silences.iter().zip(&model.silences) {
+                if state.silent_since.is_none() {
+                    earliest(last.saturating_add(spec.after_ms));
+                }
+            }
+        }
+        if self.limits.idle_timeout_ms > 0 {
+            earliest(self.expires_at(model, policy, last));
+        }
+        due
+    }
+
+    /// When `model`, last seen at `last`, expires: `idle_timeout` after its
+    /// last event, but not before its request in flight times out.
+    fn expires_at(&self, model: &ModelState, policy: Option<&Policy>, last: i64) -> i64 {
+        let idle = last.saturating_add(self.limits.idle_timeout_ms);
+        match (&model.in_flight, policy) {
+            (Some(flight), Some(policy)) => {
+                idle.max(flight.issued_at.saturating_add(policy.request_timeout_ms))
+            }
+            _ => idle,
+        }
+    }
+
+    /// Processes, in event-time order, every waiting sample and every timer
+    /// at or before `watermark`. A timer comes before a sample of the same
+    /// time (a window ending at t closes before a sample at t opens the
+    /// next). The order depends only on event times, never on delivery.
+    fn advance(
         &self,
         part: &mut PartitionState,
         watermark: i64,
-        requests: &mut Vec<RetrainRequest>,
-        released: &mut Vec<String>,
+        progress: &mut Progress,
         mut trace: Option<&mut Vec<Judged>>,
     ) {
-        while let Some(entry) = part.pending.first_entry() {
-            if entry.key().0 > watermark {
-                break;
+        loop {
+            let sample = part
+                .pending
+                .first_key_value()
+                .map(|(k, _)| k.0)
+                .filter(|t| *t <= watermark);
+            let timer = part
+                .timers
+                .first()
+                .map(|(t, _)| *t)
+                .filter(|t| *t <= watermark);
+            match (sample, timer) {
+                (None, None) => return,
+                (Some(s), Some(t)) if s < t => {
+                    self.release_one(part, progress, trace.as_deref_mut())
+                }
+                (Some(_), None) => self.release_one(part, progress, trace.as_deref_mut()),
+                (_, Some(_)) => self.run_timer(part, progress, trace.as_deref_mut()),
             }
-            let (key, lineage) = entry.remove_entry();
-            // Entries of a model that restarted (new version) are gone.
-            let Some(model) = part.models.get_mut(&lineage) else {
-                continue;
-            };
-            let Some(values) = model.pending.remove(&key) else {
-                continue;
-            };
-            let Some(policy) = self.policies.for_lineage(&lineage) else {
-                continue;
-            };
-            if values.len() == policy.rules.len() {
-                requests.extend(self.process_sample(
-                    model,
-                    policy,
-                    key.0,
-                    &values,
-                    trace.as_deref_mut(),
-                ));
+        }
+    }
+
+    /// Feeds the earliest waiting sample into its model's windows.
+    fn release_one(
+        &self,
+        part: &mut PartitionState,
+        progress: &mut Progress,
+        trace: Option<&mut Vec<Judged>>,
+    ) {
+        let Some((key, lineage)) = part.pending.pop_first() else {
+            return;
+        };
+        // Entries of a model that restarted (new version) or was removed
+        // are gone.
+        let Some(model) = part.models.get_mut(&lineage) else {
+            return;
+        };
+        let Some(values) = model.pending.remove(&key) else {
+            return;
+        };
+        let Some(policy) = self.policies.for_lineage(&lineage) else {
+            return;
+        };
+        if values.len() == policy.rules.len() {
+            progress
+                .requests
+                .extend(self.process_sample(model, policy, key.0, &values, trace));
+        }
+        self.rearm(part, &lineage);
+        progress.changed.push(lineage);
+    }
+
+    /// Runs the earliest timer: the model's windows ending then close, its
+    /// silence rules due then judge it silent, or it expires.
+    fn run_timer(
+        &self,
+        part: &mut PartitionState,
+        progress: &mut Progress,
+        trace: Option<&mut Vec<Judged>>,
+    ) {
+        let Some((at, lineage)) = part.timers.pop_first() else {
+            return;
+        };
+        part.timer_of.remove(&lineage);
+        let policy = self.policies.for_lineage(&lineage);
+        let Some(model) = part.models.get_mut(&lineage) else {
+            return;
+        };
+        let mut expire = false;
+        if let Some(policy) = policy {
+            let mut closed = Vec::new();
+            let mut window = Vec::new();
+            for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate()
+            {
+                window.clear();
+                rule.window.close_until(at, spec.aggregate, &mut window);
+                closed.extend(window.iter().map(|w| (index, *w)));
             }
-            released.push(lineage);
+            let mut silenced = Vec::new();
+            if let Some(last) = model.last_event_at {
+                for (k, (spec, state)) in policy
+                    .silences
+                    .iter()
+                    .zip(model.silences.iter_mut())
+                    .enumerate()
+                {
+                    let since = last.saturating_add(spec.after_ms);
+                    if state.silent_since.is_none() && since <= at {
+                        state.silent_since = Some(since);
+                        silenced.push(k);
+                        progress.silenced.push(Silenced {
+                            lineage: lineage.clone(),
+                            rule: spec.name.clone(),
+                            last_event_at: last,
+                        });
+                    }
+                }
+            }
+            progress
+                .requests
+                .extend(self.judge(model, policy, at, &closed, &silenced, trace));
+        }
+        if self.limits.idle_timeout_ms > 0 {
+            if let Some(last) = model.last_event_at {
+                expire = self.expires_at(model, policy, last) <= at;
+            }
+        }
+        if expire {
+            if let Some(model) = part.remove_model(&lineage) {
+                progress.removed.push(Removed {
+                    lineage,
+                    cause: RemovalCause::Expired,
+                    last_event_at: model.last_event_at,
+                });
+            }
+            return;
+        }
+        self.rearm(part, &lineage);
+        part.sync_silent(&lineage);
+        progress.changed.push(lineage);
+    }
+
+    /// Makes room for a new model at the partition's cap: removes the
+    /// least recently seen model (by event time), passing over models with
+    /// a request in flight among the oldest few.
+    fn evict_one(&self, part: &mut PartitionState, progress: &mut Progress) {
+        let victim = {
+            let mut oldest = part.by_last_seen.iter().map(|(_, l)| l);
+            let first = oldest.clone().next().cloned();
+            oldest
+                .by_ref()
+                .take(EVICTION_SCAN)
+                .find(|l| part.models.get(*l).is_some_and(|m| m.in_flight.is_none()))
+                .cloned()
+                .or(first)
+        };
+        let Some(lineage) = victim else {
+            return;
+        };
+        if let Some(model) = part.remove_model(&lineage) {
+            progress.removed.push(Removed {
+                lineage,
+                cause: RemovalCause::Evicted,
+                last_event_at: model.last_event_at,
+            });
         }
     }
 
@@ -317,56 +647,77 @@ impl Engine {
         policy: &Policy,
         timestamp: i64,
         values: &[Option<f64>],
+        trace: Option<&mut Vec<Judged>>,
+    ) -> Option<RetrainRequest> {
+        let mut closed = Vec::new();
+        let mut window = Vec::new();
+        for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
+            let Some(value) = values.get(index).copied().flatten() else {
+                continue;
+            };
+            window.clear();
+            match rule
+                .window
+                .push(timestamp, value, spec.aggregate, &mut window)
+            {
+                Placement::Accepted => {}
+                Placement::TooLate => model.counters.late_samples += 1,
+                Placement::Overflow => model.counters.overflow_samples += 1,
+            }
+            closed.extend(window.iter().map(|w| (index, *w)));
+        }
+        self.judge(model, policy, timestamp, &closed, &[], trace)
+    }
+
+    /// Judges the windows that closed at event time `at` (by rule index)
+    /// and the silence rules that became due then: detector verdicts, alert
+    /// logic, composites, then at most one request, gated by the request in
+    /// flight and the back-off.
+    fn judge(
+        &self,
+        model: &mut ModelState,
+        policy: &Policy,
+        at: i64,
+        closed: &[(usize, WindowResult)],
+        silenced: &[usize],
         mut trace: Option<&mut Vec<Judged>>,
     ) -> Option<RetrainRequest> {
         // An unresolved request stops blocking once its timeout has passed.
         if let Some(flight) = &model.in_flight {
-            if timestamp >= flight.issued_at.saturating_add(policy.request_timeout_ms) {
+            if at >= flight.issued_at.saturating_add(policy.request_timeout_ms) {
                 model.in_flight = None;
                 model.counters.request_timeouts += 1;
             }
         }
 
         let mut candidates = Vec::new();
-        let mut closed = Vec::new();
-        let mut judged = false;
-        for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
-            let Some(value) = values.get(index).copied().flatten() else {
+        for (index, window) in closed {
+            let (index, window) = (*index, *window);
+            let (Some(spec), Some(rule)) = (policy.rules.get(index), model.rules.get_mut(index))
+            else {
                 continue;
             };
-            closed.clear();
-            match rule
-                .window
-                .push(timestamp, value, spec.aggregate, &mut closed)
-            {
-                Placement::Accepted => {}
-                Placement::TooLate => model.counters.late_samples += 1,
-                Placement::Overflow => model.counters.overflow_samples += 1,
+            let ready = rule.evaluate(spec, window);
+            if let (Some(trace), Some(last)) = (trace.as_deref_mut(), rule.last) {
+                trace.push(Judged {
+                    lineage: model.lineage.clone(),
+                    rule: index,
+                    window: last.window,
+                    judgement: last.judgement,
+                });
             }
-            for window in &closed {
-                judged = true;
-                let ready = rule.evaluate(spec, *window);
-                if let (Some(trace), Some(last)) = (trace.as_deref_mut(), rule.last) {
-                    trace.push(Judged {
-                        lineage: model.lineage.clone(),
-                        rule: index,
-                        window: last.window,
-                        judgement: last.judgement,
-                    });
-                }
-                if rule.level() == Level::Warning {
-                    model.counters.warning_windows += 1;
-                }
-                if ready && spec.action.is_some() {
-                    candidates.push(Candidate {
-                        source: Source::Rule(index),
-                        window: *window,
-                        judgement: rule.last.map(|e| e.judgement),
-                    });
-                }
+            if rule.level() == Level::Warning {
+                model.counters.warning_windows += 1;
+            }
+            if ready && spec.action.is_some() {
+                candidates.push(Candidate {
+                    source: Source::Rule(index),
+                    window,
+                    judgement: rule.last.map(|e| e.judgement),
+                });
             }
         }
-        if judged {
+        if !closed.is_empty() {
             for (j, composite) in policy.composites.iter().enumerate() {
                 let members = composite.members.iter().map(|m| &model.rules[*m]);
                 let in_alarm = members.clone().filter(|r| r.alert.active).count();
@@ -392,6 +743,26 @@ impl Engine {
                     });
                 }
             }
+        }
+        for &k in silenced {
+            let (Some(spec), Some(state)) = (policy.silences.get(k), model.silences.get(k)) else {
+                continue;
+            };
+            let cooled = state.cooldown_until.is_none_or(|until| at >= until);
+            let (Some(_), Some(since), true) = (spec.action, state.silent_since, cooled) else {
+                continue;
+            };
+            let last = since.saturating_sub(spec.after_ms);
+            candidates.push(Candidate {
+                source: Source::Silence(k),
+                window: WindowResult {
+                    start: last,
+                    end: since,
+                    value: (at - last) as f64,
+                    samples: 0,
+                },
+                judgement: None,
+            });
         }
         if candidates.is_empty() {
             return None;
@@ -452,6 +823,12 @@ impl Engine {
                 Source::Composite(j) => {
                     model.composites[j].fired(policy.composites[j].cooldown_ms, c.window.end)
                 }
+                Source::Silence(k) => {
+                    if let Some(state) = model.silences.get_mut(k) {
+                        state.cooldown_until =
+                            Some(c.window.end.saturating_add(policy.silences[k].cooldown_ms));
+                    }
+                }
             }
         }
         let action = primary.action(policy);
@@ -482,6 +859,11 @@ impl Engine {
                     required as f64,
                 )
             }
+            Source::Silence(k) => (
+                "silence".to_owned(),
+                SILENCE_METRIC.to_owned(),
+                policy.silences[k].after_ms as f64,
+            ),
         };
         RetrainRequest {
             request_id,
@@ -575,12 +957,18 @@ pub(crate) fn hex128(digest: &[u8]) -> String {
     out
 }
 
+/// The `metric` of a request fired by a silence rule: the model's events.
+pub const SILENCE_METRIC: &str = "events";
+
+fn duration_words(ms: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
 fn window_words(spec: &RuleSpec) -> String {
     match spec.window {
         WindowSpec::Count { size } => format!("{size}-sample"),
         WindowSpec::Tumbling { size_ms } | WindowSpec::Sliding { size_ms, .. } => {
-            humantime::format_duration(std::time::Duration::from_millis(size_ms.max(0) as u64))
-                .to_string()
+            duration_words(size_ms)
         }
     }
 }
@@ -628,6 +1016,15 @@ fn reason(policy: &Policy, c: &Candidate) -> String {
                 spec.name
             )
         }
+        Source::Silence(k) => {
+            let spec = &policy.silences[k];
+            format!(
+                "no telemetry for {} since event time {}: the model went silent (rule {})",
+                duration_words(spec.after_ms),
+                c.window.start,
+                spec.name
+            )
+        }
         Source::Composite(j) => {
             let spec = &policy.composites[j];
             let members: Vec<&str> = policy.members(spec).map(|r| r.name.as_str()).collect();
@@ -669,6 +1066,12 @@ fn describe(policy: &Policy, c: &Candidate) -> String {
                 c.action(policy).as_str()
             )
         }
+        Source::Silence(_) => format!(
+            "{}; silent for {} ms, action {}",
+            reason(policy, c),
+            c.window.value,
+            c.action(policy).as_str()
+        ),
         Source::Composite(_) => format!(
             "{} over [{}, {}), action {}",
             reason(policy, c),

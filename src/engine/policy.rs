@@ -81,6 +81,20 @@ pub struct CompositeSpec {
     pub action: Action,
 }
 
+/// A rule on the absence of telemetry: the model is silent once its
+/// partition's watermark passes its last event plus `after_ms`. Silence is
+/// judged by the watermark, so it needs no event of the model itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilenceSpec {
+    pub name: String,
+    pub after_ms: i64,
+    /// Event-time quiet period after the rule fires.
+    pub cooldown_ms: i64,
+    /// What the rule asks for; `None`: visible only (`/models`, logs and
+    /// the silent-models gauge).
+    pub action: Option<Action>,
+}
+
 /// A set of rules for the models whose lineage matches a glob.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -89,6 +103,8 @@ pub struct Policy {
     matcher: GlobMatcher,
     pub rules: Vec<RuleSpec>,
     pub composites: Vec<CompositeSpec>,
+    /// Rules on silence (no telemetry for a while).
+    pub silences: Vec<SilenceSpec>,
     /// Event time after which an unresolved request no longer blocks new ones.
     pub request_timeout_ms: i64,
     /// Event time after a FAILED request before a new request may fire.
@@ -110,6 +126,7 @@ impl Policy {
             matcher,
             rules,
             composites: Vec::new(),
+            silences: Vec::new(),
             request_timeout_ms,
             failed_backoff_ms: 0,
             fingerprints: OnceLock::new(),
@@ -119,6 +136,13 @@ impl Policy {
     /// Adds composite rules over this policy's rules.
     pub fn with_composites(mut self, composites: Vec<CompositeSpec>) -> Self {
         self.composites = composites;
+        self.fingerprints = OnceLock::new();
+        self
+    }
+
+    /// Adds rules on silence.
+    pub fn with_silences(mut self, silences: Vec<SilenceSpec>) -> Self {
+        self.silences = silences;
         self.fingerprints = OnceLock::new();
         self
     }

@@ -8,14 +8,14 @@ use sha2::{Digest, Sha256};
 
 use super::alert::{AlertState, CompositeState};
 use super::detector::{DetectorSpec, DetectorState, Direction, Judgement};
-use super::policy::{CompositeSpec, Policy, RuleSpec};
+use super::policy::{CompositeSpec, Policy, RuleSpec, SilenceSpec};
 use super::state::{Evaluation, InFlight, ModelCounters, ModelState, RuleState};
 use super::window::{WindowResult, WindowState};
 use crate::detect::Level;
 use crate::model::{Action, StatusKind};
 
 /// The snapshot schema version this build writes.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A model's state as stored in the changelog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,18 @@ pub struct ModelSnapshot {
     pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
     pub counters: BTreeMap<String, i64>,
+    /// Since version 3 (empty when reading older ones).
+    #[serde(default)]
+    pub silences: Vec<SilenceSnapshot>,
+}
+
+/// One silence rule's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceSnapshot {
+    pub name: String,
+    pub spec: String,
+    pub silent_since: Option<i64>,
+    pub cooldown_until: Option<i64>,
 }
 
 /// One rule's state.
@@ -127,6 +139,11 @@ fn composite_fingerprint(spec: &CompositeSpec) -> String {
     digest(&format!("{spec:?}"))
 }
 
+/// A silence rule's fingerprint, as for rules.
+fn silence_fingerprint(spec: &SilenceSpec) -> String {
+    digest(&format!("{spec:?}"))
+}
+
 /// The fingerprints of a policy's rules and composites, computed once per
 /// policy (see [`Policy::fingerprints`]) rather than for every snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,10 +152,12 @@ pub struct Fingerprints {
     /// What version 1 wrote for each rule, where it could express it.
     pub version_1: Vec<Option<String>>,
     pub composites: Vec<String>,
+    pub silences: Vec<String>,
     /// The same as numbers, kept in the live state: a rule's state belongs
     /// to the definition with its id (see `ModelState::rebind`).
     pub rule_ids: Vec<u64>,
     pub composite_ids: Vec<u64>,
+    pub silence_ids: Vec<u64>,
     /// Of the whole policy: a model whose id differs was built under
     /// another version of the policy (a reload).
     pub policy_id: u64,
@@ -152,21 +171,26 @@ impl Fingerprints {
             .iter()
             .map(composite_fingerprint)
             .collect();
+        let silences: Vec<String> = policy.silences.iter().map(silence_fingerprint).collect();
         let id = |hex: &String| u64::from_str_radix(&hex[..16], 16).unwrap_or(0);
-        let all = rules
-            .iter()
-            .chain(&composites)
-            .fold(String::new(), |mut acc, f| {
-                acc.push_str(f);
-                acc
-            });
+        let all =
+            rules
+                .iter()
+                .chain(&composites)
+                .chain(&silences)
+                .fold(String::new(), |mut acc, f| {
+                    acc.push_str(f);
+                    acc
+                });
         Fingerprints {
             version_1: policy.rules.iter().map(version_1_fingerprint).collect(),
             rule_ids: rules.iter().map(id).collect(),
             composite_ids: composites.iter().map(id).collect(),
+            silence_ids: silences.iter().map(id).collect(),
             policy_id: id(&digest(&format!("{}|{all}", policy.pattern))),
             rules,
             composites,
+            silences,
         }
     }
 }
@@ -237,7 +261,21 @@ impl ModelSnapshot {
                     c.suppressed_while_in_flight as i64,
                 ),
                 ("request_timeouts".to_owned(), c.request_timeouts as i64),
+                ("future_events".to_owned(), c.future_events as i64),
             ]),
+            silences: policy
+                .map(|p| p.silences.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .zip(&model.silences)
+                .enumerate()
+                .map(|(i, (spec, state))| SilenceSnapshot {
+                    name: spec.name.clone(),
+                    spec: fingerprint(|f| &f.silences, i),
+                    silent_since: state.silent_since,
+                    cooldown_until: state.cooldown_until,
+                })
+                .collect(),
         }
     }
 
@@ -294,6 +332,22 @@ impl ModelSnapshot {
                     };
                 }
             }
+            for (i, (spec, state)) in policy
+                .silences
+                .iter()
+                .zip(model.silences.iter_mut())
+                .enumerate()
+            {
+                let fingerprint = &fingerprints.silences[i];
+                if let Some(saved) = self
+                    .silences
+                    .iter()
+                    .find(|s| s.name == spec.name && &s.spec == fingerprint)
+                {
+                    state.silent_since = saved.silent_since;
+                    state.cooldown_until = saved.cooldown_until;
+                }
+            }
             // Waiting samples hold one value per rule, in the order of the
             // rules they were taken under: kept only if that order stands.
             let same_rules = self
@@ -332,6 +386,7 @@ impl ModelSnapshot {
             requests: get("requests"),
             suppressed_while_in_flight: get("suppressed_while_in_flight"),
             request_timeouts: get("request_timeouts"),
+            future_events: get("future_events"),
         };
         model.input_offset = self.input_offset;
         model

@@ -1,6 +1,6 @@
 //! Keyed state: per rule, per model, per partition.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -86,6 +86,30 @@ fn fresh_composites(policy: &Policy) -> Vec<CompositeState> {
         .collect()
 }
 
+fn fresh_silences(policy: &Policy) -> Vec<SilenceState> {
+    policy
+        .fingerprints()
+        .silence_ids
+        .iter()
+        .map(|id| SilenceState {
+            id: *id,
+            ..SilenceState::default()
+        })
+        .collect()
+}
+
+/// State of one silence rule for one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SilenceState {
+    /// Id of the silence rule definition this state belongs to.
+    pub id: u64,
+    /// Event time the model was judged silent at (its last event plus the
+    /// rule's `after`); `None` while it sends.
+    pub silent_since: Option<i64>,
+    /// Event time before which the rule may not fire again.
+    pub cooldown_until: Option<i64>,
+}
+
 /// A request that is out and not yet resolved by the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InFlight {
@@ -100,6 +124,8 @@ pub struct InFlight {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelCounters {
     pub events_applied: u64,
+    /// Events refused because their time was implausibly far ahead.
+    pub future_events: u64,
     /// Events behind the partition's watermark (dead-lettered or dropped).
     pub late_events: u64,
     /// Samples older than a rule's open window (possible only after a
@@ -129,6 +155,8 @@ pub struct ModelState {
     pub rules: Vec<RuleState>,
     /// State of the policy's composite rules, by index.
     pub composites: Vec<CompositeState>,
+    /// State of the policy's silence rules, by index.
+    pub silences: Vec<SilenceState>,
     /// Samples accepted but not yet behind the watermark, by (event time,
     /// arrival sequence): they enter the windows in event-time order.
     pub pending: BTreeMap<(i64, u64), PendingValues>,
@@ -154,6 +182,7 @@ impl ModelState {
             policy_id: policy.fingerprints().policy_id,
             rules: fresh_rules(policy),
             composites: fresh_composites(policy),
+            silences: fresh_silences(policy),
             pending: BTreeMap::new(),
             in_flight: None,
             backoff_until: None,
@@ -201,6 +230,7 @@ impl ModelState {
         if self.policy != policy.pattern {
             self.policy = policy.pattern.clone();
             self.reset_rules(Some(policy));
+            self.silences = fresh_silences(policy);
         } else {
             let same_rules = self
                 .rules
@@ -239,6 +269,20 @@ impl ModelState {
                         })
                 })
                 .collect();
+            let old = std::mem::take(&mut self.silences);
+            self.silences = ids
+                .silence_ids
+                .iter()
+                .map(|id| {
+                    old.iter()
+                        .find(|s| s.id == *id)
+                        .copied()
+                        .unwrap_or(SilenceState {
+                            id: *id,
+                            ..SilenceState::default()
+                        })
+                })
+                .collect();
             if !same_rules {
                 self.pending.clear();
             }
@@ -247,8 +291,28 @@ impl ModelState {
         true
     }
 
+    /// True when an event of `version` at `timestamp` is a straggler of a
+    /// version this model has moved past: a retired version, or an
+    /// unknown one older than the model's latest event.
+    pub fn is_stale(&self, version: Option<&String>, timestamp: i64) -> bool {
+        match (&self.version, version) {
+            (_, None) => false,
+            (None, Some(_)) if self.counters.events_applied == 0 => false,
+            (Some(cur), Some(v)) if cur == v => false,
+            (_, Some(v)) if self.retired_versions.contains(v) => true,
+            (_, Some(_)) => self.last_event_at.is_some_and(|t| timestamp < t),
+        }
+    }
+
+    /// True while any silence rule judges the model silent.
+    pub fn is_silent(&self) -> bool {
+        self.silences.iter().any(|s| s.silent_since.is_some())
+    }
+
     /// A JSON-friendly view for the HTTP API.
-    pub fn view(&self, specs: &[RuleSpec]) -> ModelView {
+    pub fn view(&self, policy: Option<&Policy>) -> ModelView {
+        let specs = policy.map_or(&[][..], |p| p.rules.as_slice());
+        let silence_specs = policy.map_or(&[][..], |p| p.silences.as_slice());
         let pending_samples = self.pending.len();
         ModelView {
             model: self.lineage.clone(),
@@ -259,6 +323,21 @@ impl ModelState {
             backoff_until: self.backoff_until,
             counters: self.counters.clone(),
             pending_samples,
+            silent: self.is_silent(),
+            silence: silence_specs
+                .iter()
+                .zip(&self.silences)
+                .map(|(spec, state)| {
+                    (
+                        spec.name.clone(),
+                        SilenceView {
+                            after_ms: spec.after_ms,
+                            silent_since: state.silent_since,
+                            cooldown_until: state.cooldown_until,
+                        },
+                    )
+                })
+                .collect(),
             rules: specs
                 .iter()
                 .zip(&self.rules)
@@ -297,7 +376,19 @@ pub struct ModelView {
     pub counters: ModelCounters,
     /// Samples waiting for the watermark.
     pub pending_samples: usize,
+    /// A silence rule judges the model silent now.
+    pub silent: bool,
     pub rules: BTreeMap<String, RuleView>,
+    pub silence: BTreeMap<String, SilenceView>,
+}
+
+/// One silence rule's status inside [`ModelView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SilenceView {
+    pub after_ms: i64,
+    /// Event time the model was judged silent at; `null` while it sends.
+    pub silent_since: Option<i64>,
+    pub cooldown_until: Option<i64>,
 }
 
 /// One rule's status inside [`ModelView`].
@@ -322,7 +413,12 @@ pub struct RuleView {
 }
 
 /// The keyed state of one input partition.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Besides the models it keeps indexes derived from them (rebuilt after a
+/// restore): models by last event time (the least recently seen is evicted
+/// at the cap), the time each model next needs the watermark (a window to
+/// close, silence, expiry), and which models are silent.
+#[derive(Debug, Clone, Default)]
 pub struct PartitionState {
     pub models: BTreeMap<String, ModelState>,
     /// Latest event time applied in this partition (its stream time).
@@ -331,6 +427,31 @@ pub struct PartitionState {
     /// which model to release next when the watermark advances.
     pub(crate) pending: BTreeMap<(i64, u64), String>,
     pub(crate) next_seq: u64,
+    /// `(last event time, lineage)` of every model.
+    pub(crate) by_last_seen: BTreeSet<(i64, String)>,
+    /// `(due, lineage)`: when the watermark reaching `due` changes the
+    /// model without an event of its own.
+    pub(crate) timers: BTreeSet<(i64, String)>,
+    pub(crate) timer_of: HashMap<String, i64>,
+    /// Models whose timers are not armed yet (restored, or rebound by a
+    /// reload); the engine arms them before it applies anything.
+    pub(crate) unarmed: Vec<String>,
+    /// Lineages judged silent now.
+    pub(crate) silent: BTreeSet<String>,
+    /// Times of the latest events refused for being far ahead of the
+    /// stream time, while no event within the bound came (see
+    /// `Engine::is_future`).
+    pub(crate) future_streak: Vec<i64>,
+}
+
+/// Two partition states are equal when their models, stream time and
+/// waiting samples are: the indexes are derived from those.
+impl PartialEq for PartitionState {
+    fn eq(&self, other: &Self) -> bool {
+        self.models == other.models
+            && self.stream_time == other.stream_time
+            && self.pending == other.pending
+    }
 }
 
 impl PartitionState {
@@ -362,12 +483,91 @@ impl PartitionState {
         }
         if let Some(t) = model.last_event_at {
             self.stream_time = Some(self.stream_time.map_or(t, |s| s.max(t)));
+            self.by_last_seen.insert((t, model.lineage.clone()));
         }
-        self.models.insert(model.lineage.clone(), model);
+        if model.is_silent() {
+            self.silent.insert(model.lineage.clone());
+        }
+        self.unarmed.push(model.lineage.clone());
+        if let Some(old) = self.models.insert(model.lineage.clone(), model) {
+            if let Some(t) = old.last_event_at {
+                self.by_last_seen.remove(&(t, old.lineage.clone()));
+            }
+        }
     }
 
     /// Samples waiting for the watermark, across models.
     pub fn pending_samples(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Models judged silent now, by the pattern of their policy.
+    pub fn silent_by_policy(&self) -> BTreeMap<&str, u64> {
+        let mut by_policy = BTreeMap::new();
+        for lineage in &self.silent {
+            if let Some(model) = self.models.get(lineage) {
+                *by_policy.entry(model.policy.as_str()).or_default() += 1;
+            }
+        }
+        by_policy
+    }
+
+    /// Asks for every model's timers to be armed anew (after a reload
+    /// changed the policies).
+    pub fn rearm_all(&mut self) {
+        self.unarmed = self.models.keys().cloned().collect();
+    }
+
+    /// Records that `lineage`'s last event time moved from `old` to `new`.
+    pub(crate) fn touch(&mut self, lineage: &str, old: Option<i64>, new: i64) {
+        if old == Some(new) {
+            return;
+        }
+        if let Some(t) = old {
+            self.by_last_seen.remove(&(t, lineage.to_owned()));
+        }
+        self.by_last_seen.insert((new, lineage.to_owned()));
+    }
+
+    /// Registers when `lineage` next needs the watermark (`None`: never).
+    pub(crate) fn set_timer(&mut self, lineage: &str, due: Option<i64>) {
+        let current = self.timer_of.get(lineage).copied();
+        if current == due {
+            return;
+        }
+        if let Some(t) = current {
+            self.timers.remove(&(t, lineage.to_owned()));
+            self.timer_of.remove(lineage);
+        }
+        if let Some(t) = due {
+            self.timers.insert((t, lineage.to_owned()));
+            self.timer_of.insert(lineage.to_owned(), t);
+        }
+    }
+
+    /// Keeps the set of silent models in step with `lineage`'s state.
+    pub(crate) fn sync_silent(&mut self, lineage: &str) {
+        match self.models.get(lineage) {
+            Some(model) if model.is_silent() => {
+                if !self.silent.contains(lineage) {
+                    self.silent.insert(lineage.to_owned());
+                }
+            }
+            _ => {
+                self.silent.remove(lineage);
+            }
+        }
+    }
+
+    /// Removes a model and every index entry of it. Its samples still
+    /// waiting in the release order are skipped when their turn comes.
+    pub(crate) fn remove_model(&mut self, lineage: &str) -> Option<ModelState> {
+        let model = self.models.remove(lineage)?;
+        if let Some(t) = model.last_event_at {
+            self.by_last_seen.remove(&(t, lineage.to_owned()));
+        }
+        self.set_timer(lineage, None);
+        self.silent.remove(lineage);
+        Some(model)
     }
 }

@@ -279,7 +279,7 @@ fn request_ids_are_deterministic_and_distinguish_inputs() {
 }
 
 #[test]
-fn unmatched_models_and_the_model_cap_are_counted_not_tracked() {
+fn unmatched_models_are_counted_and_at_the_cap_the_least_recently_seen_is_evicted() {
     let policy = Policy::new(
         "fraud/*",
         vec![rule(
@@ -296,7 +296,7 @@ fn unmatched_models_and_the_model_cap_are_counted_not_tracked() {
     let e = Engine::new(
         PolicySet::new(vec![policy]),
         Limits {
-            max_models_per_partition: 1,
+            max_models_per_partition: 2,
             ..Limits::default()
         },
     );
@@ -314,11 +314,31 @@ fn unmatched_models_and_the_model_cap_are_counted_not_tracked() {
             ..
         }
     ));
-    ev.model.name = "other".into();
-    assert_eq!(
-        e.apply_event(&mut part, &ev),
-        EventOutcome::Skipped(SkipReason::ModelCap)
-    );
+    let at = |name: &str, ts: i64| MetricEvent {
+        model: ModelRef::new("fraud", name, Some("1")),
+        ..event(name, ts, &[("accuracy", 0.9)])
+    };
+    e.apply_event(&mut part, &at("n", MIN));
+    // "m" was seen last at 0, "n" at 1 min: "m" makes room for "o".
+    e.apply_event(&mut part, &at("n", 2 * MIN));
+    match e.apply_event(&mut part, &at("o", 3 * MIN)) {
+        EventOutcome::Applied {
+            new_model, removed, ..
+        } => {
+            assert!(new_model);
+            assert_eq!(
+                removed,
+                vec![Removed {
+                    lineage: "fraud/m".into(),
+                    cause: RemovalCause::Evicted,
+                    last_event_at: Some(0),
+                }]
+            );
+        }
+        other => panic!("not applied: {other:?}"),
+    }
+    let kept: Vec<&String> = part.models.keys().collect();
+    assert_eq!(kept, ["fraud/n", "fraud/o"]);
 }
 
 #[test]

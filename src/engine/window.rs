@@ -148,33 +148,15 @@ impl WindowState {
                 samples,
             } => {
                 let (size, slide) = (*size_ms, *slide_ms);
-                let mut end =
-                    next_end.unwrap_or_else(|| align_down(ts, slide).saturating_add(size));
+                let end = next_end.unwrap_or_else(|| align_down(ts, slide).saturating_add(size));
                 if ts < end.saturating_sub(size) {
                     return Placement::TooLate;
                 }
-                while end <= ts {
-                    let start = end - size;
-                    let in_window: Vec<f64> = samples
-                        .iter()
-                        .filter(|(t, _)| *t >= start && *t < end)
-                        .map(|(_, v)| *v)
-                        .collect();
-                    if !in_window.is_empty() {
-                        closed.push(WindowResult {
-                            start,
-                            end,
-                            value: aggregate_of(aggregate, &in_window),
-                            samples: in_window.len(),
-                        });
-                    }
-                    end = end.saturating_add(slide);
-                    let newest = samples.iter().map(|(t, _)| *t).max();
-                    if newest.is_none_or(|n| n < end - size) {
-                        // Nothing buffered reaches the next window: skip the gap.
-                        end = end.max(align_down(ts, slide).saturating_add(slide));
-                        break;
-                    }
+                let (mut end, gap) =
+                    close_sliding(samples, size, slide, end, ts, aggregate, closed);
+                if gap {
+                    // Nothing buffered reaches the next window: skip the gap.
+                    end = end.max(align_down(ts, slide).saturating_add(slide));
                 }
                 *next_end = Some(end);
                 samples.retain(|(t, _)| *t >= end - size);
@@ -183,6 +165,75 @@ impl WindowState {
                 }
                 samples.push_back((ts, value));
                 Placement::Accepted
+            }
+        }
+    }
+
+    /// End of the earliest window that holds samples and is not yet
+    /// closed: when the watermark reaches it, the window can be judged
+    /// (see [`WindowState::close_until`]). `None` for count windows, which
+    /// close by count, and for time windows holding nothing.
+    pub fn next_end(&self) -> Option<i64> {
+        match self {
+            WindowState::Count { .. } => None,
+            WindowState::Tumbling {
+                size_ms,
+                start,
+                values,
+            } => start
+                .filter(|_| !values.is_empty())
+                .map(|s| s.saturating_add(*size_ms)),
+            WindowState::Sliding {
+                next_end, samples, ..
+            } => next_end.filter(|_| !samples.is_empty()),
+        }
+    }
+
+    /// Closes every window that ends at or before `time` (the partition's
+    /// watermark has passed it, so no sample can still join it), appending
+    /// them to `closed`, oldest first. A later sample for a closed window
+    /// is refused as too late.
+    pub fn close_until(&mut self, time: i64, aggregate: Aggregate, closed: &mut Vec<WindowResult>) {
+        match self {
+            WindowState::Count { .. } => {}
+            WindowState::Tumbling {
+                size_ms,
+                start,
+                values,
+            } => {
+                let Some(open) = *start else {
+                    return;
+                };
+                let end = open.saturating_add(*size_ms);
+                if end > time {
+                    return;
+                }
+                if !values.is_empty() {
+                    closed.push(WindowResult {
+                        start: open,
+                        end,
+                        value: aggregate_of(aggregate, values),
+                        samples: values.len(),
+                    });
+                    values.clear();
+                }
+                // The next window is the open one: samples of the closed
+                // window are too late from now on.
+                *start = Some(end.max(align_down(time, *size_ms)));
+            }
+            WindowState::Sliding {
+                size_ms,
+                slide_ms,
+                next_end,
+                samples,
+            } => {
+                let Some(end) = *next_end else {
+                    return;
+                };
+                let (size, slide) = (*size_ms, *slide_ms);
+                let (end, _) = close_sliding(samples, size, slide, end, time, aggregate, closed);
+                *next_end = Some(end);
+                samples.retain(|(t, _)| *t >= end - size);
             }
         }
     }
@@ -196,6 +247,42 @@ impl WindowState {
             WindowState::Sliding { samples, .. } => samples.len(),
         }
     }
+}
+
+/// Closes the sliding windows ending at or before `time`, starting with the
+/// one ending at `end`. Returns the end of the next window not closed, and
+/// whether the loop stopped at a gap (nothing buffered reaches that window).
+fn close_sliding(
+    samples: &VecDeque<(i64, f64)>,
+    size: i64,
+    slide: i64,
+    mut end: i64,
+    time: i64,
+    aggregate: Aggregate,
+    closed: &mut Vec<WindowResult>,
+) -> (i64, bool) {
+    while end <= time {
+        let start = end - size;
+        let in_window: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= start && *t < end)
+            .map(|(_, v)| *v)
+            .collect();
+        if !in_window.is_empty() {
+            closed.push(WindowResult {
+                start,
+                end,
+                value: aggregate_of(aggregate, &in_window),
+                samples: in_window.len(),
+            });
+        }
+        end = end.saturating_add(slide);
+        let newest = samples.iter().map(|(t, _)| *t).max();
+        if newest.is_none_or(|n| n < end - size) {
+            return (end, true);
+        }
+    }
+    (end, false)
 }
 
 /// Largest multiple of `size` not above `ts` (correct for negative `ts` too).

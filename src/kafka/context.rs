@@ -131,6 +131,7 @@ impl PipelineContext {
             self.metrics
                 .models_tracked
                 .set(shell.models_tracked() as i64);
+            super::pipeline::publish_silent(&shell, &self.metrics);
         }
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),

@@ -36,6 +36,45 @@ pub mod dlq_headers {
     pub const SOURCE_TOPIC: &str = "driftwatch.source.topic";
     pub const SOURCE_PARTITION: &str = "driftwatch.source.partition";
     pub const SOURCE_OFFSET: &str = "driftwatch.source.offset";
+    /// On a dead letter cut to fit the topic: the original value's size.
+    pub const ORIGINAL_VALUE_BYTES: &str = "driftwatch.original.value.bytes";
+    /// On a dead letter cut to fit the topic: the original key's size.
+    pub const ORIGINAL_KEY_BYTES: &str = "driftwatch.original.key.bytes";
+    /// On a dead letter cut to fit the topic: the reason it was refused.
+    pub const ORIGINAL_KIND: &str = "driftwatch.original.kind";
+}
+
+/// Header of a changelog tombstone: the next input offset when the model
+/// was removed, so that a restore can tell a tombstone of an aborted
+/// transaction (see `kafka::restore`).
+pub const TOMBSTONE_INPUT_OFFSET: &str = "driftwatch.input.offset";
+
+/// librdkafka's default `message.max.bytes`: the largest record the
+/// producer sends unless the configuration says otherwise.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// Room kept below that limit for the record's framing and headers.
+const RECORD_OVERHEAD_BYTES: usize = 4_096;
+/// A dead letter too large for its topic keeps at most this much of its
+/// value (and of its key): enough to see what it was.
+pub const DEAD_LETTER_PREFIX_BYTES: usize = 16 * 1024;
+
+/// A dead letter on its way, and the kind it was counted under
+/// (`too_large` when it had to be cut to fit).
+pub struct SentDeadLetter {
+    pub output: PendingOutput,
+    pub kind: &'static str,
+}
+
+/// What became of a dirty model at a commit.
+pub enum SnapshotOutcome {
+    Sent,
+    /// Its snapshot exceeds the changelog's record limit: the model's
+    /// state was dropped (and its entry deleted) rather than stop the
+    /// pipeline.
+    TooLarge {
+        lineage: String,
+        bytes: usize,
+    },
 }
 
 /// Why a record could not be applied.
@@ -63,6 +102,8 @@ pub struct Outputs {
     changelog_topic: String,
     requests: Encoder<RetrainRequest>,
     snapshots: SnapshotCodec,
+    /// Largest payload plus key one record may carry.
+    record_budget: usize,
 }
 
 impl Outputs {
@@ -102,6 +143,7 @@ impl Outputs {
             changelog_topic: k.changelog_topic.clone(),
             requests: Encoder::new(&config.output_format, schemas::RETRAIN_REQUEST)?,
             snapshots: SnapshotCodec::new()?,
+            record_budget: record_budget(k.properties.get("message.max.bytes")),
         })
     }
 
@@ -132,28 +174,93 @@ impl Outputs {
         self.send(&self.output_topic, record)
     }
 
-    pub fn send_dead_letter(
+    /// Sends `msg` to the dead-letter topic with its reason and source
+    /// coordinates. A record too large for the topic is still
+    /// dead-lettered: its key and value cut to a prefix, with headers
+    /// giving the original sizes and reason, and the kind `too_large`; the
+    /// coordinates say where to fetch the original.
+    pub fn send_dead_letter<'m>(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &'m BorrowedMessage<'_>,
         dead: &DeadLetter,
-    ) -> Result<PendingOutput, PipelineError> {
+    ) -> Result<SentDeadLetter, PipelineError> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(header(dlq_headers::ERROR, dead.reason.as_bytes()))
-            .insert(header(dlq_headers::ERROR_KIND, dead.kind.as_bytes()))
+        let key = msg.key().unwrap_or_default();
+        let payload = msg.payload().unwrap_or_default();
+        let too_large = key.len() + payload.len() + dead.reason.len() > self.record_budget;
+        let (kind, reason, key_bytes, value_bytes) = if too_large {
+            let reason = format!(
+                "record of {} bytes (key {} bytes) exceeds the dead-letter topic's limit; cut to its first {} bytes. Original reason ({}): {}",
+                payload.len(),
+                key.len(),
+                DEAD_LETTER_PREFIX_BYTES,
+                dead.kind,
+                prefix(dead.reason.as_bytes(), DEAD_LETTER_PREFIX_BYTES).escape_ascii()
+            );
+            (
+                "too_large",
+                reason,
+                key.len().to_string(),
+                payload.len().to_string(),
+            )
+        } else {
+            (dead.kind, dead.reason.clone(), String::new(), String::new())
+        };
+        let mut headers = OwnedHeaders::new()
+            .insert(header(dlq_headers::ERROR, reason.as_bytes()))
+            .insert(header(dlq_headers::ERROR_KIND, kind.as_bytes()))
             .insert(header(dlq_headers::SOURCE_TOPIC, msg.topic().as_bytes()))
             .insert(header(dlq_headers::SOURCE_PARTITION, partition.as_bytes()))
             .insert(header(dlq_headers::SOURCE_OFFSET, offset.as_bytes()));
+        if too_large {
+            headers = headers
+                .insert(header(
+                    dlq_headers::ORIGINAL_VALUE_BYTES,
+                    value_bytes.as_bytes(),
+                ))
+                .insert(header(
+                    dlq_headers::ORIGINAL_KEY_BYTES,
+                    key_bytes.as_bytes(),
+                ))
+                .insert(header(dlq_headers::ORIGINAL_KIND, dead.kind.as_bytes()));
+        }
+        let cut = |bytes: &'m [u8]| -> &'m [u8] {
+            if too_large {
+                prefix(bytes, DEAD_LETTER_PREFIX_BYTES)
+            } else {
+                bytes
+            }
+        };
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.dlq_topic).headers(headers);
         if let Some(key) = msg.key() {
-            record = record.key(key);
+            record = record.key(cut(key));
         }
         if let Some(payload) = msg.payload() {
-            record = record.payload(payload);
+            record = record.payload(cut(payload));
         }
-        self.send(&self.dlq_topic, record)
+        let output = self.send(&self.dlq_topic, record)?;
+        Ok(SentDeadLetter { output, kind })
+    }
+
+    /// Deletes a model's changelog entry (a record without a value), so a
+    /// restore does not bring it back and compaction forgets it.
+    /// `input_offset` is the next input offset when it was removed.
+    pub fn send_tombstone(
+        &self,
+        (topic, partition): &TopicPartition,
+        lineage: &str,
+        input_offset: i64,
+    ) -> Result<PendingOutput, PipelineError> {
+        let key = Self::changelog_key(topic, lineage);
+        let offset = input_offset.to_string();
+        let headers = OwnedHeaders::new().insert(header(TOMBSTONE_INPUT_OFFSET, offset.as_bytes()));
+        let record: FutureRecord<'_, String, [u8]> = FutureRecord::to(&self.changelog_topic)
+            .partition(*partition)
+            .key(&key)
+            .headers(headers);
+        self.send(&self.changelog_topic, record)
     }
 
     /// The changelog key of a model held for input `topic`.
@@ -162,11 +269,21 @@ impl Outputs {
     }
 
     /// Produces the snapshots of every dirty model, to the changelog
-    /// partition numbered like the input partition.
-    fn send_snapshots(&self, shell: &mut Shell) -> Result<Vec<PendingOutput>, PipelineError> {
+    /// partition numbered like the input partition. A snapshot too large
+    /// for the changelog drops its model instead (a tombstone is sent).
+    fn send_snapshots(
+        &self,
+        shell: &mut Shell,
+    ) -> Result<(Vec<PendingOutput>, Vec<SnapshotOutcome>), PipelineError> {
         let mut sent = Vec::new();
-        let Shell { engine, slots, .. } = shell;
-        for ((topic, partition), slot) in slots.iter_mut() {
+        let mut dropped = Vec::new();
+        let Shell {
+            engine,
+            slots,
+            owners,
+            ..
+        } = shell;
+        for (tp, slot) in slots.iter_mut() {
             let offset = slot.processed_next.unwrap_or(0);
             for lineage in std::mem::take(&mut slot.dirty) {
                 let Some(model) = slot.state.models.get_mut(&lineage) else {
@@ -177,15 +294,25 @@ impl Outputs {
                 let payload = self
                     .snapshots
                     .encode(&ModelSnapshot::capture(model, policy, offset))?;
-                let key = Self::changelog_key(topic, &lineage);
+                let key = Self::changelog_key(&tp.0, &lineage);
+                if payload.len() + key.len() > self.record_budget {
+                    slot.state.remove_model(&lineage);
+                    owners.forget(&lineage, tp);
+                    sent.push(self.send_tombstone(tp, &lineage, offset)?);
+                    dropped.push(SnapshotOutcome::TooLarge {
+                        lineage,
+                        bytes: payload.len(),
+                    });
+                    continue;
+                }
                 let record = FutureRecord::to(&self.changelog_topic)
-                    .partition(*partition)
+                    .partition(tp.1)
                     .key(&key)
                     .payload(&payload);
                 sent.push(self.send(&self.changelog_topic, record)?);
             }
         }
-        Ok(sent)
+        Ok((sent, dropped))
     }
 
     fn send<K, P>(
@@ -283,7 +410,10 @@ impl Outputs {
             shell.txn_open = true;
         }
         let snapshots = match self.send_snapshots(shell) {
-            Ok(sent) => sent,
+            Ok((sent, dropped)) => {
+                report_dropped(dropped);
+                sent
+            }
             Err(PipelineError::Kafka(e)) => return self.handle_transaction_error(shell, e),
             Err(other) => return Err(CommitFailure::Fatal(other)),
         };
@@ -395,7 +525,8 @@ impl Outputs {
                 error,
             })
         })?;
-        let snapshots = self.send_snapshots(shell).map_err(fatal)?;
+        let (snapshots, dropped) = self.send_snapshots(shell).map_err(fatal)?;
+        report_dropped(dropped);
         settle(snapshots).map_err(|error| {
             fatal(PipelineError::Delivery {
                 topic: self.changelog_topic.clone(),
@@ -421,6 +552,28 @@ impl Outputs {
             tracing::warn!(error = %e, "flushing producer on exit");
         }
     }
+}
+
+/// Logs the models dropped because their snapshot outgrew the changelog.
+fn report_dropped(dropped: Vec<SnapshotOutcome>) {
+    for outcome in dropped {
+        if let SnapshotOutcome::TooLarge { lineage, bytes } = outcome {
+            tracing::error!(model = %lineage, bytes, "model state dropped: its snapshot exceeds the changelog's record limit (message.max.bytes)");
+        }
+    }
+}
+
+/// The payload and key one record may carry under `message.max.bytes`.
+fn record_budget(configured: Option<&String>) -> usize {
+    let limit = configured
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+    limit.saturating_sub(RECORD_OVERHEAD_BYTES).max(1024)
+}
+
+/// At most the first `max` bytes of `bytes`.
+fn prefix(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[..bytes.len().min(max)]
 }
 
 fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {

@@ -27,7 +27,7 @@ use super::{admin, client, PipelineError};
 use crate::codec::{schemas, Decoder};
 use crate::config::{Config, InputTopics, LatePolicy, Processing};
 use crate::engine::state::PartitionState;
-use crate::engine::{EventOutcome, SkipReason, StatusOutcome};
+use crate::engine::{EventOutcome, Removed, SkipReason, StatusOutcome};
 use crate::model::{MetricEvent, RetrainStatus};
 use crate::telemetry::Metrics;
 
@@ -110,6 +110,112 @@ impl Worker<'_> {
         }
     }
 
+    /// Sends a record to the dead-letter topic with its reason, counted.
+    fn dead_letter(
+        &self,
+        slot: &mut Slot,
+        msg: &BorrowedMessage<'_>,
+        dead: &DeadLetter,
+    ) -> Result<(), PipelineError> {
+        let sent = self.outputs.send_dead_letter(msg, dead)?;
+        self.metrics
+            .records_dead_lettered
+            .with_label_values(&[msg.topic(), sent.kind])
+            .inc();
+        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+            kind = sent.kind, reason = %dead.reason, "dead-lettering record");
+        slot.pending.push(sent.output);
+        Ok(())
+    }
+
+    /// The dead letter's reason for an event the engine refused.
+    fn skip_reason(
+        &self,
+        state: &PartitionState,
+        event: &MetricEvent,
+        record_time: Option<i64>,
+        reason: SkipReason,
+    ) -> String {
+        let engine = &self.config.engine;
+        match reason {
+            SkipReason::TooLate => {
+                let lateness = engine.allowed_lateness_ms;
+                let watermark = state.watermark(lateness).unwrap_or(i64::MIN);
+                format!(
+                    "event time {} is behind the partition's watermark {} (stream time minus allowed lateness {} ms)",
+                    event.timestamp, watermark, lateness
+                )
+            }
+            SkipReason::FutureTimestamp => match record_time {
+                Some(record) => format!(
+                    "event time {} is more than engine.max_clock_skew ({} ms) ahead of the record's timestamp {}",
+                    event.timestamp, engine.max_clock_skew_ms, record
+                ),
+                None => format!(
+                    "event time {} is more than engine.max_clock_skew ({} ms) ahead of the partition's stream time {}",
+                    event.timestamp,
+                    engine.max_clock_skew_ms,
+                    state.stream_time.unwrap_or(i64::MIN)
+                ),
+            },
+            other => other.as_str().to_owned(),
+        }
+    }
+
+    /// Counts (and logs, first per partition) a record whose key is not
+    /// the lineage of the model in its value: such a producer splits a
+    /// model's telemetry across partitions. The event is still applied.
+    fn check_key(&self, slot: &mut Slot, msg: &BorrowedMessage<'_>, lineage: &str) {
+        let Some(key) = msg.key() else {
+            return;
+        };
+        if key == lineage.as_bytes() {
+            return;
+        }
+        self.metrics
+            .key_mismatch
+            .with_label_values(&[msg.topic()])
+            .inc();
+        let key = String::from_utf8_lossy(&key[..key.len().min(256)]);
+        if !slot.key_mismatch_logged {
+            slot.key_mismatch_logged = true;
+            tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %key, model = lineage,
+                "record key is not the model's lineage (project/name): key telemetry by lineage so a model stays on one partition; further mismatches on this partition are only counted");
+        } else {
+            tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %key, model = lineage,
+                "record key is not the model's lineage");
+        }
+    }
+
+    /// A model the engine removed: its changelog entry is deleted (a
+    /// tombstone), so a restore does not bring it back and compaction
+    /// forgets it.
+    fn remove_model(
+        &self,
+        slot: &mut Slot,
+        owners: &mut super::shell::Owners,
+        tp: &TopicPartition,
+        gone: &Removed,
+    ) -> Result<(), PipelineError> {
+        self.metrics
+            .models_removed
+            .with_label_values(&[gone.cause.as_str()])
+            .inc();
+        tracing::info!(model = %gone.lineage, cause = gone.cause.as_str(), last_event_at = ?gone.last_event_at,
+            partition = tp.1, "model state removed");
+        if slot.state.models.contains_key(&gone.lineage) {
+            // Removed and started afresh by this very event: its snapshot
+            // follows the tombstone at the next commit.
+        } else {
+            slot.dirty.remove(&gone.lineage);
+            owners.forget(&gone.lineage, tp);
+        }
+        let next = slot.processed_next.unwrap_or(0);
+        slot.pending
+            .push(self.outputs.send_tombstone(tp, &gone.lineage, next)?);
+        Ok(())
+    }
+
     fn handle(
         &mut self,
         shell: &mut Shell,
@@ -147,15 +253,7 @@ impl Worker<'_> {
             return Ok(());
         };
         match verdict {
-            Err(dead) => {
-                self.metrics
-                    .records_dead_lettered
-                    .with_label_values(&[topic, dead.kind])
-                    .inc();
-                tracing::warn!(topic, partition = tp.1, offset, kind = dead.kind, reason = %dead.reason, "dead-lettering record");
-                slot.pending
-                    .push(self.outputs.send_dead_letter(msg, &dead)?);
-            }
+            Err(dead) => self.dead_letter(slot, msg, &dead)?,
             Ok(event) => {
                 let lineage = event.model.lineage();
                 if slot
@@ -171,24 +269,30 @@ impl Worker<'_> {
                     slot.processed_next = Some(offset + 1);
                     return Ok(());
                 }
-                match engine.apply_event(&mut slot.state, &event) {
+                self.check_key(slot, msg, &lineage);
+                let record_time = msg.timestamp().to_millis();
+                match engine.apply_record(&mut slot.state, &event, record_time) {
                     EventOutcome::Applied {
                         requests,
                         new_model,
                         released,
+                        removed,
+                        silenced,
                     } => {
                         self.metrics
                             .records_applied
                             .with_label_values(&[topic])
                             .inc();
-                        self.metrics
-                            .model_last_event
-                            .with_label_values(&[&lineage])
-                            .set(event.timestamp as f64 / 1000.0);
                         slot.dirty.insert(lineage.clone());
                         slot.dirty.extend(released);
+                        for gone in removed {
+                            self.remove_model(slot, owners, &tp, &gone)?;
+                        }
+                        for s in silenced {
+                            tracing::warn!(model = %s.lineage, rule = %s.rule, last_event_at = s.last_event_at,
+                                partition = tp.1, "model went silent");
+                        }
                         if new_model {
-                            self.metrics.models_tracked.inc();
                             if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
                                 self.metrics.model_split.inc();
                                 tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
@@ -202,48 +306,45 @@ impl Worker<'_> {
                             slot.pending.push(self.outputs.send_request(&request)?);
                             self.metrics
                                 .requests_produced
-                                .with_label_values(&[
-                                    request.action.as_str(),
-                                    &request.model.lineage(),
-                                ])
+                                .with_label_values(&[request.action.as_str()])
                                 .inc();
                             tracing::info!(request_id = %request.request_id, model = %request.model,
                                 action = request.action.as_str(), rule = %request.rule, reason = %request.reason,
                                 "retrain request");
                         }
                     }
-                    EventOutcome::Skipped(SkipReason::TooLate)
-                        if self.config.engine.late_events == LatePolicy::DeadLetter =>
-                    {
-                        slot.dirty.insert(lineage.clone()); // its late_events counter
-                        let lateness = self.config.engine.allowed_lateness_ms;
-                        let watermark = slot.state.watermark(lateness).unwrap_or(i64::MIN);
-                        let dead = DeadLetter {
-                            kind: "late",
-                            reason: format!(
-                                "event time {} is behind the partition's watermark {} (stream time minus allowed lateness {} ms)",
-                                event.timestamp, watermark, lateness
-                            ),
-                        };
-                        self.metrics
-                            .records_dead_lettered
-                            .with_label_values(&[topic, dead.kind])
-                            .inc();
-                        slot.pending
-                            .push(self.outputs.send_dead_letter(msg, &dead)?);
-                    }
                     EventOutcome::Skipped(reason) => {
-                        if reason == SkipReason::TooLate {
-                            slot.dirty.insert(lineage.clone()); // its late_events counter
+                        if slot.state.models.contains_key(&lineage) {
+                            slot.dirty.insert(lineage.clone()); // its late or future counter
                         }
-                        self.metrics
-                            .records_skipped
-                            .with_label_values(&[topic, reason.as_str()])
-                            .inc();
+                        let engine_limits = &self.config.engine;
+                        let policy = match reason {
+                            SkipReason::TooLate => engine_limits.late_events,
+                            SkipReason::FutureTimestamp => engine_limits.future_events,
+                            _ => LatePolicy::Drop,
+                        };
+                        if policy == LatePolicy::DeadLetter {
+                            let dead = DeadLetter {
+                                kind: reason.as_str(),
+                                reason: self.skip_reason(&slot.state, &event, record_time, reason),
+                            };
+                            self.dead_letter(slot, msg, &dead)?;
+                        } else {
+                            self.metrics
+                                .records_skipped
+                                .with_label_values(&[topic, reason.as_str()])
+                                .inc();
+                        }
                     }
                 }
+                self.metrics
+                    .models_tracked
+                    .set(slots.values().map(|s| s.state.models.len()).sum::<usize>() as i64);
             }
         }
+        let Some(slot) = slots.get_mut(&tp) else {
+            return Ok(());
+        };
         // Only now: the record's outputs are queued.
         slot.processed_next = Some(offset + 1);
         self.metrics
@@ -585,6 +686,17 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
     result
 }
 
+/// Sets the silent-models gauge: one series per policy that has any.
+pub fn publish_silent(shell: &Shell, metrics: &Metrics) {
+    metrics.models_silent.reset();
+    for (policy, n) in shell.silent_by_policy() {
+        metrics
+            .models_silent
+            .with_label_values(&[policy.as_str()])
+            .set(n as i64);
+    }
+}
+
 /// One commit cycle; an aborted transaction leads to a rewind, anything
 /// else that fails stops the pipeline.
 fn commit(
@@ -595,6 +707,7 @@ fn commit(
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
     let mut shell = shared.lock();
+    publish_silent(&shell, &shared.metrics);
     let had_work = shell.txn_open || shell.slots.values().any(|s| !s.settled());
     match outputs.commit(&mut shell, consumer, sync) {
         Ok(()) => {

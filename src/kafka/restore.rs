@@ -13,6 +13,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::heartbeat::Heartbeat;
+use super::outputs::TOMBSTONE_INPUT_OFFSET;
 use super::shell::TopicPartition;
 use super::{client, PipelineError};
 use crate::codec::SnapshotCodec;
@@ -45,6 +46,18 @@ impl rdkafka::ClientContext for EofExpected {
 }
 
 impl rdkafka::consumer::ConsumerContext for EofExpected {}
+
+/// The input offset a tombstone records (see [`TOMBSTONE_INPUT_OFFSET`]).
+fn tombstone_offset(msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<i64> {
+    use rdkafka::message::Headers;
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == TOMBSTONE_INPUT_OFFSET)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}
 
 /// Reads changelog partitions back into model state.
 pub struct Restorer {
@@ -137,16 +150,22 @@ impl Restorer {
                             None
                         }
                     };
-                    if let (Some(snapshot), Some(committed)) = (&snapshot, committed) {
+                    // A snapshot, or a tombstone (no value), claims the
+                    // input offset it reflects.
+                    let claimed = match &snapshot {
+                        Some(snapshot) => Some(snapshot.input_offset),
+                        None => tombstone_offset(&msg),
+                    };
+                    if let (Some(claimed), Some(committed)) = (claimed, committed) {
                         let limit = committed
                             .get(&(topic.to_owned(), msg.partition()))
                             .copied()
                             .unwrap_or(0);
-                        if snapshot.input_offset > limit {
+                        if claimed > limit {
                             metrics.changelog_snapshots_uncommitted.inc();
                             tracing::debug!(
                                 model = lineage,
-                                snapshot_offset = snapshot.input_offset,
+                                snapshot_offset = claimed,
                                 committed = limit,
                                 "ignoring a snapshot of an uncommitted transaction"
                             );

@@ -45,6 +45,8 @@ pub struct Slot {
     /// may fetch a partition before the pause on assignment takes effect,
     /// and those records must be read again once the state is back.
     pub refetch_from: Option<i64>,
+    /// A record key that is not its model's lineage was logged once here.
+    pub key_mismatch_logged: bool,
 }
 
 impl Slot {
@@ -103,6 +105,13 @@ impl Owners {
 
     pub fn get(&self, lineage: &str) -> Option<&TopicPartition> {
         self.by_lineage.get(lineage)
+    }
+
+    /// Forgets one model of `tp` (its state was removed).
+    pub fn forget(&mut self, lineage: &str, tp: &TopicPartition) {
+        if self.by_lineage.get(lineage) == Some(tp) {
+            self.by_lineage.remove(lineage);
+        }
     }
 
     /// Forgets the models of a released partition.
@@ -191,6 +200,8 @@ impl Shell {
                     moved += 1;
                 }
             }
+            // Silence rules and windows may have changed: timers anew.
+            slot.state.rearm_all();
         }
         moved
     }
@@ -200,6 +211,17 @@ impl Shell {
         let slot = self.slots.remove(tp)?;
         self.owners.release(tp, &slot.state);
         Some(slot)
+    }
+
+    /// Models judged silent now, by policy pattern, across partitions.
+    pub fn silent_by_policy(&self) -> BTreeMap<String, u64> {
+        let mut total = BTreeMap::new();
+        for slot in self.slots.values() {
+            for (policy, n) in slot.state.silent_by_policy() {
+                *total.entry(policy.to_owned()).or_default() += n;
+            }
+        }
+        total
     }
 
     pub fn models_tracked(&self) -> usize {
@@ -225,12 +247,7 @@ impl Shell {
     pub fn model_view(&self, lineage: &str) -> Option<ModelView> {
         let tp = self.owners.get(lineage)?;
         let model = self.slots.get(tp)?.state.model(lineage)?;
-        let specs = self
-            .engine
-            .policy_for(lineage)
-            .map(|p| p.rules.as_slice())
-            .unwrap_or(&[]);
-        Some(model.view(specs))
+        Some(model.view(self.engine.policy_for(lineage)))
     }
 }
 
