@@ -167,6 +167,35 @@ impl ConfigError {
 }
 
 impl Config {
+    /// The sections of `new` that differ from this configuration and that
+    /// a running service cannot apply in place (it applies `[[policy]]` and
+    /// the `[engine]` limits live): they take effect after a restart.
+    pub fn changes_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.kafka != new.kafka {
+            changed.push("[kafka]");
+        }
+        if self.http != new.http {
+            changed.push("[http]");
+        }
+        if self.input_format != new.input_format || self.topic_formats != new.topic_formats {
+            changed.push("[format]");
+        }
+        if self.output_format != new.output_format {
+            changed.push("[output_format]");
+        }
+        if self.status_format != new.status_format {
+            changed.push("[status_format]");
+        }
+        if self.engine.late_events != new.engine.late_events {
+            changed.push("engine.late_events");
+        }
+        if self.engine.future_events != new.engine.future_events {
+            changed.push("engine.future_events");
+        }
+        changed
+    }
+
     /// Loads the configuration from layers, lowest precedence first: the TOML
     /// `file` (if any), `DRIFTWATCH_<SECTION>__<KEY>` environment variables,
     /// then `overrides`: `(dotted.key, value)` pairs from CLI flags, where the
@@ -1155,6 +1184,15 @@ impl RawRule {
             ));
         };
         let after_ms = positive_duration_ms(&after_key, &after)?;
+        if after_ms <= defaults.allowed_lateness_ms {
+            return Err(ConfigError::new(
+                after_key,
+                format!(
+                    "must be longer than engine.allowed_lateness ({} ms): events may still arrive that late",
+                    defaults.allowed_lateness_ms
+                ),
+            ));
+        }
         if defaults.idle_timeout_ms > 0 && after_ms >= defaults.idle_timeout_ms {
             return Err(ConfigError::new(
                 after_key,

@@ -197,10 +197,12 @@ async fn watch_config(source: ReloadSource, mut current: Config, shared: Shared)
                 );
             }
             Ok(new) => {
-                if new.kafka != current.kafka || new.http != current.http {
+                let pending = current.changes_needing_restart(&new);
+                if !pending.is_empty() {
                     tracing::warn!(
                         trigger,
-                        "changes outside [[policy]] and [engine] apply after a restart"
+                        sections = %pending.join(", "),
+                        "these changes apply after a restart; policies and engine limits apply now"
                     );
                 }
                 let moved = shared.lock().reload(engine_for(&new));

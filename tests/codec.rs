@@ -146,13 +146,38 @@ where
     let json_decoder = Decoder::<T>::new(&cfg(FormatKind::Json), schema).unwrap();
     let avro_decoder = Decoder::<T>::new(&cfg(FormatKind::Avro), schema).unwrap();
     let confluent_decoder = Decoder::<T>::confluent_local(&[(42, schema)], schema).unwrap();
-    let auto_decoder = Decoder::<T>::confluent_local(&[(42, schema)], schema).unwrap();
+    // Auto-detection as configured: Confluent frames by local schema id,
+    // JSON objects (leading whitespace allowed), nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("schema.avsc");
+    std::fs::write(&schema_file, schema).unwrap();
+    let auto_decoder = Decoder::<T>::new(
+        &FormatConfig {
+            kind: FormatKind::Auto,
+            schemas: BTreeMap::from([("42".to_owned(), schema_file)]),
+            ..FormatConfig::default()
+        },
+        schema,
+    )
+    .unwrap();
     let auto_cfg = Decoder::<T>::new(&cfg(FormatKind::Auto), schema).unwrap();
 
     for value in values {
         let bytes = json.encode(value).unwrap();
         assert_eq!(&json_decoder.decode(&bytes).unwrap(), value, "json");
         assert_eq!(&auto_cfg.decode(&bytes).unwrap(), value, "auto json");
+        assert_eq!(&auto_decoder.decode(&bytes).unwrap(), value, "auto json");
+        let spaced = [b"\n  \t".as_slice(), &bytes].concat();
+        assert_eq!(
+            &json_decoder.decode(&spaced).unwrap(),
+            value,
+            "json, spaced"
+        );
+        assert_eq!(
+            &auto_cfg.decode(&spaced).unwrap(),
+            value,
+            "auto json, spaced"
+        );
 
         let bytes = avro.encode(value).unwrap();
         assert_eq!(&avro_decoder.decode(&bytes).unwrap(), value, "plain avro");

@@ -787,3 +787,85 @@ fn kafka_security_errors_name_the_key() {
         "not one of",
     );
 }
+
+#[test]
+fn lifecycle_keys_default_and_validate() {
+    let config = Config::from_toml_str(MINIMAL).expect("valid");
+    assert_eq!(config.engine.max_clock_skew_ms, 3_600_000);
+    assert_eq!(config.engine.idle_timeout_ms, 7 * 24 * 3_600_000);
+    assert_eq!(config.engine.future_events, LatePolicy::DeadLetter);
+    let with_engine = |engine: &str| format!("{MINIMAL}\n[engine]\n{engine}\n");
+    assert_error(
+        &with_engine("allowed_lateness = \"10m\"\nidle_timeout = \"5m\""),
+        "engine.idle_timeout",
+        "longer than engine.allowed_lateness",
+    );
+    assert_error(
+        &with_engine("max_clock_skew = \"soon\""),
+        "engine.max_clock_skew",
+        "invalid duration",
+    );
+}
+
+#[test]
+fn a_silence_rule_takes_after_and_no_metric_or_window() {
+    let silence = |rule: &str| {
+        format!("{MINIMAL}\n[[policy.rule]]\nname = \"quiet\"\n{rule}\naction = \"none\"\n")
+    };
+    let config = Config::from_toml_str(&silence(
+        r#"detector = { kind = "silence", after = "30m" }"#,
+    ))
+    .expect("valid");
+    let policy = &config.policies.policies()[0];
+    assert_eq!(policy.rules.len(), 1);
+    assert_eq!(policy.silences.len(), 1);
+    assert_eq!(policy.silences[0].after_ms, 30 * 60_000);
+    assert_eq!(policy.silences[0].action, None);
+    assert_error(
+        &silence(
+            r#"metric = "accuracy"
+detector = { kind = "silence", after = "30m" }"#,
+        ),
+        "policy[0].rule[1].metric",
+        "absence of events",
+    );
+    assert_error(
+        &silence(r#"detector = { kind = "silence" }"#),
+        "policy[0].rule[1].detector.after",
+        "required",
+    );
+    assert_error(
+        &silence(r#"detector = { kind = "silence", after = "8d" }"#),
+        "policy[0].rule[1].detector.after",
+        "shorter than engine.idle_timeout",
+    );
+    assert_error(
+        &silence(r#"detector = { kind = "silence", after = "30m", below = 1 }"#),
+        "policy[0].rule[1].detector.below",
+        "unknown key",
+    );
+    // A rule that is not a silence rule still needs its metric and window.
+    assert_error(
+        &silence(r#"detector = { kind = "threshold", below = 1 }"#),
+        "policy[0].rule[1].metric",
+        "required",
+    );
+}
+
+#[test]
+fn a_reload_names_the_sections_that_need_a_restart() {
+    let current = Config::from_toml_str(MINIMAL).expect("valid");
+    let policies_only = MINIMAL.replace("below = 0.85", "below = 0.8");
+    let new = Config::from_toml_str(&policies_only).expect("valid");
+    assert!(current.changes_needing_restart(&new).is_empty());
+    let mut text = format!("{policies_only}\n[format]\nkind = \"json\"\n[engine]\nlate_events = \"drop\"\nallowed_lateness = \"1m\"\n");
+    text = text.replace(
+        "input_topics = [\"model-metrics\"]",
+        "input_topics = [\"other\"]",
+    );
+    let new = Config::from_toml_str(&text).expect("valid");
+    assert_eq!(
+        current.changes_needing_restart(&new),
+        ["[kafka]", "[format]", "engine.late_events"]
+    );
+}

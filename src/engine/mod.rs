@@ -340,19 +340,15 @@ impl Engine {
         let previous = model.last_event_at;
         let last = previous.map_or(event.timestamp, |t| t.max(event.timestamp));
         model.last_event_at = Some(last);
-        // Any event ends a silence.
-        for silence in &mut model.silences {
-            silence.silent_since = None;
-        }
 
         let values: PendingValues = policy
             .rules
             .iter()
             .map(|rule| event.value(&rule.metric))
             .collect();
-        if values.iter().all(Option::is_none) {
-            // Nothing for any rule: only the model-level bookkeeping above.
-        } else if event.timestamp <= watermark {
+        // Every event is heard (ending a silence, deferring expiry) at its
+        // own event time, when the watermark reaches it.
+        if event.timestamp <= watermark {
             // Everything up to the watermark is done and nothing else is
             // due at this time (always so without lateness): straight into
             // the windows.
@@ -449,12 +445,19 @@ impl Engine {
     /// silence rule's `after` passes, or the model expires (not while a
     /// request is in flight and not timed out).
     fn next_due(&self, model: &ModelState, policy: Option<&Policy>) -> Option<i64> {
-        let windows = model.rules.iter().filter_map(|r| r.window.next_end());
-        let mut due = windows.min();
+        let windows = model.rules.iter().filter_map(|r| r.window.next_end()).min();
+        match (windows, self.quiet_due(model, policy)) {
+            (Some(w), Some(q)) => Some(w.min(q)),
+            (w, q) => w.or(q),
+        }
+    }
+
+    /// When the model's quiet since its last event next matters: a silence
+    /// rule becomes due, or the model expires.
+    fn quiet_due(&self, model: &ModelState, policy: Option<&Policy>) -> Option<i64> {
+        let last = model.last_heard_at?;
+        let mut due = None;
         let mut earliest = |t: i64| due = Some(due.map_or(t, |d: i64| d.min(t)));
-        let Some(last) = model.last_event_at else {
-            return due;
-        };
         if let Some(policy) = policy {
             for (spec, state) in policy.silences.iter().zip(&model.silences) {
                 if state.silent_since.is_none() {
@@ -555,6 +558,18 @@ impl Engine {
             return;
         };
         part.timer_of.remove(&lineage);
+        self.run_timer_at(part, at, lineage, progress, trace);
+    }
+
+    /// Runs what is due for `lineage` at `at` (its timer already taken).
+    fn run_timer_at(
+        &self,
+        part: &mut PartitionState,
+        at: i64,
+        lineage: String,
+        progress: &mut Progress,
+        trace: Option<&mut Vec<Judged>>,
+    ) {
         let policy = self.policies.for_lineage(&lineage);
         let Some(model) = part.models.get_mut(&lineage) else {
             return;
@@ -570,7 +585,7 @@ impl Engine {
                 closed.extend(window.iter().map(|w| (index, *w)));
             }
             let mut silenced = Vec::new();
-            if let Some(last) = model.last_event_at {
+            if let Some(last) = model.last_heard_at {
                 for (k, (spec, state)) in policy
                     .silences
                     .iter()
@@ -594,17 +609,30 @@ impl Engine {
                 .extend(self.judge(model, policy, at, &closed, &silenced, trace));
         }
         if self.limits.idle_timeout_ms > 0 {
-            if let Some(last) = model.last_event_at {
+            if let Some(last) = model.last_heard_at {
                 expire = self.expires_at(model, policy, last) <= at;
             }
         }
         if expire {
-            if let Some(model) = part.remove_model(&lineage) {
+            if let Some(old) = part.remove_model(&lineage) {
                 progress.removed.push(Removed {
-                    lineage,
+                    lineage: lineage.clone(),
                     cause: RemovalCause::Expired,
-                    last_event_at: model.last_event_at,
+                    last_event_at: old.last_heard_at,
                 });
+                // Events after the expiry that wait for the watermark
+                // belong to the model's next life: it starts afresh.
+                if let (false, Some(policy)) = (old.pending.is_empty(), policy) {
+                    let mut fresh = ModelState::new(&old.project, &old.name, policy);
+                    fresh.version = old.version;
+                    fresh.pending = old.pending;
+                    fresh.last_event_at = old.last_event_at;
+                    if let Some(t) = fresh.last_event_at {
+                        part.touch(&lineage, None, t);
+                    }
+                    part.models.insert(lineage.clone(), fresh);
+                    progress.changed.push(lineage);
+                }
             }
             return;
         }
@@ -649,6 +677,11 @@ impl Engine {
         values: &[Option<f64>],
         trace: Option<&mut Vec<Judged>>,
     ) -> Option<RetrainRequest> {
+        // The model is heard from at this event time: silence ends.
+        model.last_heard_at = Some(model.last_heard_at.map_or(timestamp, |t| t.max(timestamp)));
+        for silence in &mut model.silences {
+            silence.silent_since = None;
+        }
         let mut closed = Vec::new();
         let mut window = Vec::new();
         for (index, (spec, rule)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
@@ -885,6 +918,7 @@ impl Engine {
     /// Applies a coordinator status to the model it names, if this partition
     /// holds it.
     pub fn apply_status(&self, part: &mut PartitionState, status: &RetrainStatus) -> StatusOutcome {
+        self.arm_unarmed(part);
         let lineage = status.model.lineage();
         let Some(model) = part.models.get_mut(&lineage) else {
             return StatusOutcome::UnknownModel;
@@ -898,6 +932,8 @@ impl Engine {
         }
         if status.status.is_terminal() {
             self.resolve(model, status.status, status.new_version.clone());
+            // Its expiry waited for the request: due again now.
+            self.rearm(part, &lineage);
         } else if let Some(flight) = &mut model.in_flight {
             flight.last_status = Some(status.status);
         }
@@ -1082,5 +1118,7 @@ fn describe(policy: &Policy, c: &Candidate) -> String {
     }
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

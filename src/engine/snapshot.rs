@@ -37,6 +37,10 @@ pub struct ModelSnapshot {
     /// Since version 3 (empty when reading older ones).
     #[serde(default)]
     pub silences: Vec<SilenceSnapshot>,
+    /// Since version 3: the latest event time behind the watermark (older
+    /// versions: the latest event time).
+    #[serde(default)]
+    pub last_heard_at: Option<i64>,
 }
 
 /// One silence rule's state.
@@ -263,6 +267,7 @@ impl ModelSnapshot {
                 ("request_timeouts".to_owned(), c.request_timeouts as i64),
                 ("future_events".to_owned(), c.future_events as i64),
             ]),
+            last_heard_at: model.last_heard_at,
             silences: policy
                 .map(|p| p.silences.as_slice())
                 .unwrap_or_default()
@@ -376,6 +381,7 @@ impl ModelSnapshot {
         });
         model.backoff_until = self.backoff_until;
         model.last_event_at = self.last_event_at;
+        model.last_heard_at = self.last_heard_at.or(self.last_event_at);
         let get = |k: &str| self.counters.get(k).copied().unwrap_or(0).max(0) as u64;
         model.counters = ModelCounters {
             events_applied: get("events_applied"),

@@ -164,6 +164,10 @@ pub struct ModelState {
     /// After a FAILED request: event time before which no new request fires.
     pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
+    /// Latest event time at or behind the partition's watermark: silence
+    /// and expiry are measured from it, so they depend on event times
+    /// only, not on when events arrived.
+    pub last_heard_at: Option<i64>,
     pub counters: ModelCounters,
     /// Input offset up to which this state is durable in the changelog:
     /// records of this model below it are already reflected and skipped.
@@ -187,6 +191,7 @@ impl ModelState {
             in_flight: None,
             backoff_until: None,
             last_event_at: None,
+            last_heard_at: None,
             counters: ModelCounters::default(),
             input_offset: 0,
         }

@@ -5,9 +5,9 @@ use super::state::PartitionState;
 use super::*;
 use crate::model::{Action, MetricEvent, ModelRef, RetrainStatus, StatusKind};
 
-const MIN: i64 = 60_000;
+pub(super) const MIN: i64 = 60_000;
 
-fn rule(
+pub(super) fn rule(
     name: &str,
     metric: &str,
     below: Option<f64>,
@@ -29,12 +29,12 @@ fn rule(
     }
 }
 
-fn engine(rules: Vec<RuleSpec>) -> Engine {
+pub(super) fn engine(rules: Vec<RuleSpec>) -> Engine {
     let policy = Policy::new("*", rules, 6 * 60 * MIN).expect("glob");
     Engine::new(PolicySet::new(vec![policy]), Limits::default())
 }
 
-fn event(name: &str, ts: i64, metrics: &[(&str, f64)]) -> MetricEvent {
+pub(super) fn event(name: &str, ts: i64, metrics: &[(&str, f64)]) -> MetricEvent {
     MetricEvent {
         model: ModelRef::new("p", name, Some("1")),
         timestamp: ts,
@@ -45,7 +45,7 @@ fn event(name: &str, ts: i64, metrics: &[(&str, f64)]) -> MetricEvent {
 }
 
 /// Feeds one accuracy sample per minute from `from_min` to `to_min`.
-fn feed(
+pub(super) fn feed(
     engine: &Engine,
     part: &mut PartitionState,
     name: &str,
@@ -63,7 +63,11 @@ fn feed(
         .collect()
 }
 
-fn status(req: &RetrainRequest, kind: StatusKind, new_version: Option<&str>) -> RetrainStatus {
+pub(super) fn status(
+    req: &RetrainRequest,
+    kind: StatusKind,
+    new_version: Option<&str>,
+) -> RetrainStatus {
     RetrainStatus {
         request_id: req.request_id.clone(),
         model: req.model.clone(),
