@@ -136,7 +136,7 @@ impl Metrics {
         )?;
         let models_removed = counter(
             "models_removed_total",
-            "Model states removed: expired (idle for engine.idle_timeout) or evicted (least recently seen, at engine.max_models_per_partition).",
+            "Model states removed: expired (idle for engine.idle_timeout), evicted (least recently seen, at engine.max_models_per_partition) or too_large (its snapshot exceeds the changelog's record limit).",
             &["cause"],
         )?;
         let statuses = counter(

@@ -25,6 +25,7 @@ use crate::codec::{schemas, Encoder, SnapshotCodec};
 use crate::config::{Config, Processing};
 use crate::engine::snapshot::ModelSnapshot;
 use crate::model::RetrainRequest;
+use crate::telemetry::Metrics;
 
 /// How long transactional calls may take before they count as failed.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,12 +105,17 @@ pub struct Outputs {
     snapshots: SnapshotCodec,
     /// Largest payload plus key one record may carry.
     record_budget: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Outputs {
     /// Creates the producer; in exactly-once mode also initialises
     /// transactions, which fences a previous incarnation of this instance.
-    pub fn new(config: &Config, client_errors: Arc<ClientErrors>) -> Result<Self, PipelineError> {
+    pub fn new(
+        config: &Config,
+        client_errors: Arc<ClientErrors>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, PipelineError> {
         let k = &config.kafka;
         let mut cfg = client::producer(k);
         if k.processing == Processing::ExactlyOnce {
@@ -144,6 +150,7 @@ impl Outputs {
             requests: Encoder::new(&config.output_format, schemas::RETRAIN_REQUEST)?,
             snapshots: SnapshotCodec::new()?,
             record_budget: record_budget(k.properties.get("message.max.bytes")),
+            metrics,
         })
     }
 
@@ -411,7 +418,7 @@ impl Outputs {
         }
         let snapshots = match self.send_snapshots(shell) {
             Ok((sent, dropped)) => {
-                report_dropped(dropped);
+                self.report_dropped(dropped);
                 sent
             }
             Err(PipelineError::Kafka(e)) => return self.handle_transaction_error(shell, e),
@@ -526,7 +533,7 @@ impl Outputs {
             })
         })?;
         let (snapshots, dropped) = self.send_snapshots(shell).map_err(fatal)?;
-        report_dropped(dropped);
+        self.report_dropped(dropped);
         settle(snapshots).map_err(|error| {
             fatal(PipelineError::Delivery {
                 topic: self.changelog_topic.clone(),
@@ -546,19 +553,24 @@ impl Outputs {
         Ok(())
     }
 
+    /// Logs and counts the models dropped because their snapshot outgrew
+    /// the changelog.
+    fn report_dropped(&self, dropped: Vec<SnapshotOutcome>) {
+        for outcome in dropped {
+            if let SnapshotOutcome::TooLarge { lineage, bytes } = outcome {
+                self.metrics
+                    .models_removed
+                    .with_label_values(&["too_large"])
+                    .inc();
+                tracing::error!(model = %lineage, bytes, "model state dropped: its snapshot exceeds the changelog's record limit (message.max.bytes); the model starts afresh with its next event");
+            }
+        }
+    }
+
     /// Flushes the producer on exit.
     pub fn flush(&self) {
         if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "flushing producer on exit");
-        }
-    }
-}
-
-/// Logs the models dropped because their snapshot outgrew the changelog.
-fn report_dropped(dropped: Vec<SnapshotOutcome>) {
-    for outcome in dropped {
-        if let SnapshotOutcome::TooLarge { lineage, bytes } = outcome {
-            tracing::error!(model = %lineage, bytes, "model state dropped: its snapshot exceeds the changelog's record limit (message.max.bytes)");
         }
     }
 }

@@ -600,8 +600,14 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
             (PipelineError::Kafka(error), Some(last)) => PipelineError::Unreachable { error, last },
             (error, _) => error,
         };
-    let outputs =
-        Arc::new(Outputs::new(config, Arc::clone(&shared.client_errors)).map_err(explain)?);
+    let outputs = Arc::new(
+        Outputs::new(
+            config,
+            Arc::clone(&shared.client_errors),
+            Arc::clone(&shared.metrics),
+        )
+        .map_err(explain)?,
+    );
     let context = PipelineContext {
         shell: Arc::clone(&shared.shell),
         metrics: Arc::clone(&shared.metrics),
