@@ -124,6 +124,11 @@ struct SimulateArgs {
     /// Schema id written in the Confluent frame (with --format avro).
     #[arg(long, default_value_t = 1)]
     schema_id: u32,
+    /// Follow the coordinator's statuses on this topic: after SUCCEEDED
+    /// with a new version, that model sends the new version, healthy
+    /// (default: the configuration's kafka.status_topic).
+    #[arg(long)]
+    status_topic: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -222,6 +227,10 @@ struct DemoArgs {
     /// Where to serve /metrics and the model API.
     #[arg(long, default_value = "127.0.0.1:9464")]
     http_listen: SocketAddr,
+    /// Wall-clock time the in-process stand-in coordinator takes to answer
+    /// a request with SUCCEEDED and a new model version.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    coordinator_delay: Duration,
 }
 
 #[derive(Args)]
@@ -313,18 +322,22 @@ fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 }
 
 fn simulate(args: &SimulateArgs) -> ExitCode {
-    let (mut client, default_topic) = match &args.config {
+    let (mut client, default_topic, default_status) = match &args.config {
         Some(path) => match load_config(path, &[]) {
             Ok(config) => {
                 let topic = match &config.kafka.input {
                     driftwatch::config::InputTopics::List(topics) => topics.first().cloned(),
                     driftwatch::config::InputTopics::Pattern(_) => None,
                 };
-                (driftwatch::kafka::client::base(&config.kafka), topic)
+                (
+                    driftwatch::kafka::client::base(&config.kafka),
+                    topic,
+                    config.kafka.status_topic.clone(),
+                )
             }
             Err(code) => return code,
         },
-        None => (rdkafka::ClientConfig::new(), None),
+        None => (rdkafka::ClientConfig::new(), None, None),
     };
     if let Some(bootstrap) = &args.bootstrap_servers {
         client.set("bootstrap.servers", bootstrap);
@@ -357,6 +370,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         },
         ticks_per_second: args.ticks_per_second,
         max_ticks: args.ticks,
+        status_topic: args.status_topic.clone().or(default_status),
         format: match args.format {
             SimulateFormat::Json => driftwatch::simulate::WireFormat::Json,
             SimulateFormat::Avro => driftwatch::simulate::WireFormat::ConfluentAvro {
@@ -613,11 +627,16 @@ async fn run_demo(args: DemoArgs) -> ExitCode {
         duration: args.duration,
         ticks_per_second: args.ticks_per_second,
         http_listen: args.http_listen,
+        coordinator_delay: args.coordinator_delay,
     };
-    match demo::run(options, service::termination_signal(), demo::print_request).await {
-        Ok(requests) => {
-            let summary = demo::summarize(&requests);
-            eprintln!("demo finished: {} retrain request(s)", requests.len());
+    match demo::run(options, service::termination_signal(), demo::print_line).await {
+        Ok(report) => {
+            let summary = demo::summarize(&report.requests);
+            eprintln!(
+                "demo finished: {} retrain request(s), {} status(es) from the coordinator",
+                report.requests.len(),
+                report.statuses.len()
+            );
             for (model, count) in summary {
                 eprintln!("  {model}: {count}");
             }

@@ -9,8 +9,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::codec::{schemas, CodecError, EncodeError, Encoder};
-use crate::model::MetricEvent;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::codec::{schemas, CodecError, Decoder, EncodeError, Encoder, FormatConfig};
+use crate::model::{MetricEvent, RetrainStatus, StatusKind};
 use crate::simulator::{Simulator, SimulatorConfig};
 
 /// How the events are written.
@@ -34,6 +38,9 @@ pub struct SimulateOptions {
     /// Stop after this many ticks (`None`: until stopped).
     pub max_ticks: Option<u64>,
     pub format: WireFormat,
+    /// The coordinator's status topic to follow: after SUCCEEDED with a
+    /// new version, the model sends that version, healthy.
+    pub status_topic: Option<String>,
 }
 
 /// Why simulating stopped early.
@@ -67,11 +74,18 @@ pub fn produce(
         }
     };
     let mut sim = Simulator::new(options.simulator);
+    let mut deployments = match &options.status_topic {
+        Some(topic) => Some(Deployments::new(client, topic)?),
+        None => None,
+    };
     let interval = Duration::from_secs_f64(1.0 / options.ticks_per_second.max(0.001));
     let started = Instant::now();
     let mut ticks = 0u64;
     let mut produced = 0u64;
     while !stop.load(Ordering::Relaxed) && options.max_ticks.is_none_or(|max| ticks < max) {
+        if let Some(deployments) = deployments.as_mut() {
+            deployments.apply(&mut sim);
+        }
         for event in sim.tick() {
             let key = event.model.lineage();
             let payload = encoder.encode(&event)?;
@@ -104,4 +118,79 @@ pub fn produce(
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(produced)
+}
+
+/// Follows the status topic from its end: each SUCCEEDED with a new version
+/// deploys that version in the simulator.
+struct Deployments {
+    consumer: BaseConsumer,
+    decoder: Decoder<RetrainStatus>,
+    topic: String,
+    assigned: bool,
+}
+
+impl Deployments {
+    fn new(client: &ClientConfig, topic: &str) -> Result<Self, SimulateError> {
+        let consumer: BaseConsumer = client
+            .clone()
+            .set("group.id", "driftwatch-simulator")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        Ok(Deployments {
+            consumer,
+            decoder: Decoder::new(&FormatConfig::default(), schemas::RETRAIN_STATUS)?,
+            topic: topic.to_owned(),
+            assigned: false,
+        })
+    }
+
+    /// Assigns every partition of the topic at its end, once it exists.
+    fn assign(&mut self) {
+        let Ok(metadata) = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(1))
+        else {
+            return;
+        };
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
+            return;
+        };
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in topic.partitions() {
+            if tpl
+                .add_partition_offset(&self.topic, p.id(), Offset::End)
+                .is_err()
+            {
+                return;
+            }
+        }
+        self.assigned = self.consumer.assign(&tpl).is_ok();
+        if self.assigned {
+            tracing::info!(topic = %self.topic, "simulator follows the coordinator's statuses");
+        }
+    }
+
+    /// Deploys the versions of every SUCCEEDED status that arrived.
+    fn apply(&mut self, sim: &mut Simulator) {
+        if !self.assigned {
+            self.assign();
+            return;
+        }
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            let Ok(msg) = result else {
+                return;
+            };
+            let Some(Ok(status)) = msg.payload().map(|p| self.decoder.decode(p)) else {
+                continue;
+            };
+            if let (StatusKind::Succeeded, Some(version)) = (status.status, &status.new_version) {
+                if sim.deploy(&status.model.lineage(), version) {
+                    tracing::info!(model = %status.model.lineage(), version = %version, "simulator deploys the retrained version");
+                }
+            }
+        }
+    }
 }

@@ -140,6 +140,22 @@ impl Simulator {
             .collect()
     }
 
+    /// A new version of `lineage` is deployed (a retrain succeeded): from
+    /// the next tick the model sends as `version`, healthy. False when the
+    /// simulator has no such model.
+    pub fn deploy(&mut self, lineage: &str, version: &str) -> bool {
+        let Some(m) = self
+            .models
+            .iter_mut()
+            .find(|m| m.model.lineage() == lineage)
+        else {
+            return false;
+        };
+        m.model.version = Some(version.to_owned());
+        m.drift = None;
+        true
+    }
+
     /// The next tick's events, one per model, in model order.
     pub fn tick(&mut self) -> Vec<MetricEvent> {
         let tick = self.tick;
@@ -210,6 +226,29 @@ mod tests {
         );
         assert_eq!(a.healthy_models().len(), 3);
         assert_eq!(a.healthy_models()[0], "demo/healthy-000");
+    }
+
+    #[test]
+    fn a_deployed_version_is_sent_healthy_from_the_next_tick() {
+        let mut sim = Simulator::new(SimulatorConfig {
+            models: 2,
+            drifting: 1,
+            ..Default::default()
+        });
+        for _ in 0..150 {
+            sim.tick();
+        }
+        assert!(sim.deploy("demo/drifting-000", "v2"));
+        assert!(!sim.deploy("demo/unknown", "v2"));
+        let after: Vec<MetricEvent> = (0..50).flat_map(|_| sim.tick()).collect();
+        let v2: Vec<&MetricEvent> = after
+            .iter()
+            .filter(|e| e.model.name == "drifting-000")
+            .collect();
+        assert!(v2.iter().all(|e| e.model.version.as_deref() == Some("v2")));
+        let mean = v2.iter().filter_map(|e| e.value("accuracy")).sum::<f64>() / v2.len() as f64;
+        assert!(mean > 0.9, "healthy again: {mean}");
+        assert!(sim.drifting_models().is_empty());
     }
 
     #[test]
