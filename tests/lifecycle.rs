@@ -14,7 +14,7 @@ use driftwatch::config::Config;
 use driftwatch::kafka::pipeline::dlq_headers;
 use driftwatch::model::{MetricEvent, ModelRef};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
@@ -35,31 +35,12 @@ fn ev(name: &str, minute: i64, accuracy: f64) -> MetricEvent {
     }
 }
 
-/// Produces JSON `events` keyed by lineage, all to partition 0, so that
-/// they share one partition's watermark.
 async fn produce_to_one_partition(
     kafka: &TestKafka,
     producer: &FutureProducer,
     events: &[MetricEvent],
 ) {
-    let mut deliveries = Vec::with_capacity(events.len());
-    for event in events {
-        let payload = serde_json::to_vec(event).expect("json");
-        let key = event.model.lineage();
-        let record = FutureRecord::to(&kafka.metrics)
-            .partition(0)
-            .key(&key)
-            .payload(&payload);
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-    }
-    for delivery in deliveries {
-        delivery.await.expect("delivery").expect("produced");
-    }
+    produce_json_to_partition(kafka, producer, events, 0).await;
 }
 
 async fn start_with(

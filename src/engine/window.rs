@@ -121,15 +121,7 @@ impl WindowState {
                 match *start {
                     Some(open) if window_start < open => return Placement::TooLate,
                     Some(open) if window_start > open => {
-                        if !values.is_empty() {
-                            closed.push(WindowResult {
-                                start: open,
-                                end: open + *size_ms,
-                                value: aggregate_of(aggregate, values),
-                                samples: values.len(),
-                            });
-                        }
-                        values.clear();
+                        close_tumbling(open, *size_ms, values, aggregate, closed);
                         *start = Some(window_start);
                     }
                     Some(_) => {}
@@ -208,15 +200,7 @@ impl WindowState {
                 if end > time {
                     return;
                 }
-                if !values.is_empty() {
-                    closed.push(WindowResult {
-                        start: open,
-                        end,
-                        value: aggregate_of(aggregate, values),
-                        samples: values.len(),
-                    });
-                    values.clear();
-                }
+                close_tumbling(open, *size_ms, values, aggregate, closed);
                 // The next window is the open one: samples of the closed
                 // window are too late from now on.
                 *start = Some(end.max(align_down(time, *size_ms)));
@@ -247,6 +231,25 @@ impl WindowState {
             WindowState::Sliding { samples, .. } => samples.len(),
         }
     }
+}
+
+/// Closes the tumbling window starting at `open` (if it holds samples).
+fn close_tumbling(
+    open: i64,
+    size: i64,
+    values: &mut Vec<f64>,
+    aggregate: Aggregate,
+    closed: &mut Vec<WindowResult>,
+) {
+    if !values.is_empty() {
+        closed.push(WindowResult {
+            start: open,
+            end: open.saturating_add(size),
+            value: aggregate_of(aggregate, values),
+            samples: values.len(),
+        });
+    }
+    values.clear();
 }
 
 /// Closes the sliding windows ending at or before `time`, starting with the
@@ -410,6 +413,53 @@ mod tests {
             vec![(0, 100), (999_950, 1_000_050), (1_000_000, 1_000_100)]
         );
         assert!(closed.iter().all(|r| r.samples == 1));
+    }
+
+    #[test]
+    fn close_until_judges_windows_the_watermark_passed_and_refuses_their_samples_after() {
+        let mut w = WindowState::new(WindowSpec::Tumbling { size_ms: 100 });
+        feed(&mut w, &[(105, 1.0), (150, 3.0)]);
+        assert_eq!(w.next_end(), Some(200));
+        let mut closed = Vec::new();
+        w.close_until(199, Aggregate::Mean, &mut closed);
+        assert!(closed.is_empty(), "not before its end");
+        w.close_until(200, Aggregate::Mean, &mut closed);
+        assert_eq!(
+            closed,
+            vec![WindowResult {
+                start: 100,
+                end: 200,
+                value: 2.0,
+                samples: 2
+            }]
+        );
+        assert_eq!(w.next_end(), None, "nothing held");
+        assert_eq!(
+            w.push(150, 9.0, Aggregate::Mean, &mut closed),
+            Placement::TooLate
+        );
+        assert_eq!(
+            w.push(210, 5.0, Aggregate::Mean, &mut closed),
+            Placement::Accepted
+        );
+        assert_eq!(closed.len(), 1, "the closed window is not judged twice");
+
+        let mut s = WindowState::new(WindowSpec::Sliding {
+            size_ms: 100,
+            slide_ms: 50,
+        });
+        feed(&mut s, &[(0, 1.0), (60, 3.0)]);
+        let mut closed = Vec::new();
+        s.close_until(1_000, Aggregate::Mean, &mut closed);
+        let spans: Vec<(i64, i64, f64)> =
+            closed.iter().map(|r| (r.start, r.end, r.value)).collect();
+        assert_eq!(spans, vec![(0, 100, 2.0), (50, 150, 3.0)]);
+        assert_eq!(s.next_end(), None);
+        // After the gap the windows go on as after a gap between pushes:
+        // the first one ending after the next sample holds it.
+        let later = feed(&mut s, &[(1_010, 1.0), (1_100, 1.0)]);
+        let ends: Vec<i64> = later.iter().map(|r| r.end).collect();
+        assert_eq!(ends, vec![1_050, 1_100]);
     }
 
     proptest! {

@@ -69,12 +69,7 @@ impl PipelineContext {
                 tracing::info!(topic = %tp.0, partition = tp.1, "partition assigned; restoring its state");
                 shell.slots.insert(tp, Slot::restoring());
             }
-            self.metrics
-                .partitions_assigned
-                .set(shell.slots.len() as i64);
-            self.metrics
-                .partitions_restoring
-                .set(shell.restoring_partitions() as i64);
+            shell.publish_gauges(&self.metrics);
         }
         let assigned = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
@@ -122,16 +117,7 @@ impl PipelineContext {
                     .consumer_lag
                     .remove_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
             }
-            self.metrics
-                .partitions_assigned
-                .set(shell.slots.len() as i64);
-            self.metrics
-                .partitions_restoring
-                .set(shell.restoring_partitions() as i64);
-            self.metrics
-                .models_tracked
-                .set(shell.models_tracked() as i64);
-            super::pipeline::publish_silent(&shell, &self.metrics);
+            shell.publish_gauges(&self.metrics);
         }
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),

@@ -428,12 +428,8 @@ impl Outputs {
         // anyway, but rust-rdkafka's flush polls in fixed 100 ms slices
         // while the producer's own thread serves the delivery reports, so a
         // commit with reports outstanding costs at least 100 ms.
-        let pending: Vec<PendingOutput> = shell
-            .slots
-            .values_mut()
-            .flat_map(|s| std::mem::take(&mut s.pending))
-            .chain(snapshots)
-            .collect();
+        let mut pending = shell.take_pending();
+        pending.extend(snapshots);
         if let Err(error) = settle(pending) {
             return self.abort_and_rewind(shell, error);
         }
@@ -520,11 +516,7 @@ impl Outputs {
     ) -> Result<(), CommitFailure> {
         // Outputs first: a snapshot may only claim records whose outputs
         // are acknowledged.
-        let pending: Vec<PendingOutput> = shell
-            .slots
-            .values_mut()
-            .flat_map(|s| std::mem::take(&mut s.pending))
-            .collect();
+        let pending = shell.take_pending();
         let fatal = |e: PipelineError| CommitFailure::Fatal(e);
         settle(pending).map_err(|error| {
             fatal(PipelineError::Delivery {

@@ -337,14 +337,8 @@ impl Worker<'_> {
                         }
                     }
                 }
-                self.metrics
-                    .models_tracked
-                    .set(slots.values().map(|s| s.state.models.len()).sum::<usize>() as i64);
             }
         }
-        let Some(slot) = slots.get_mut(&tp) else {
-            return Ok(());
-        };
         // Only now: the record's outputs are queued.
         slot.processed_next = Some(offset + 1);
         self.metrics
@@ -421,14 +415,7 @@ fn restore_pending(
                 tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1, "model restored on two partitions");
             }
         }
-        shared
-            .metrics
-            .models_tracked
-            .set(shell.models_tracked() as i64);
-        shared
-            .metrics
-            .partitions_restoring
-            .set(shell.restoring_partitions() as i64);
+        shell.publish_gauges(&shared.metrics);
         drop(shell);
         if let Some(offset) = refetch_from {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "reading records polled during restore again");
@@ -692,17 +679,6 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
     result
 }
 
-/// Sets the silent-models gauge: one series per policy that has any.
-pub fn publish_silent(shell: &Shell, metrics: &Metrics) {
-    metrics.models_silent.reset();
-    for (policy, n) in shell.silent_by_policy() {
-        metrics
-            .models_silent
-            .with_label_values(&[policy.as_str()])
-            .set(n as i64);
-    }
-}
-
 /// One commit cycle; an aborted transaction leads to a rewind, anything
 /// else that fails stops the pipeline.
 fn commit(
@@ -713,7 +689,7 @@ fn commit(
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
     let mut shell = shared.lock();
-    publish_silent(&shell, &shared.metrics);
+    shell.publish_gauges(&shared.metrics);
     let had_work = shell.txn_open || shell.slots.values().any(|s| !s.settled());
     match outputs.commit(&mut shell, consumer, sync) {
         Ok(()) => {

@@ -13,6 +13,7 @@ use rdkafka::producer::DeliveryFuture;
 use crate::engine::state::{ModelView, PartitionState};
 use crate::engine::Engine;
 use crate::model::RetrainStatus;
+use crate::telemetry::Metrics;
 
 /// Terminal statuses remembered by request id.
 const MAX_BOOKED_STATUSES: usize = 100_000;
@@ -222,6 +223,31 @@ impl Shell {
             }
         }
         total
+    }
+
+    /// Every output not yet acknowledged, taken from the slots.
+    pub fn take_pending(&mut self) -> Vec<PendingOutput> {
+        self.slots
+            .values_mut()
+            .flat_map(|s| std::mem::take(&mut s.pending))
+            .collect()
+    }
+
+    /// Sets the gauges of partitions assigned and restoring, models
+    /// tracked and models silent.
+    pub fn publish_gauges(&self, metrics: &Metrics) {
+        metrics.partitions_assigned.set(self.slots.len() as i64);
+        metrics
+            .partitions_restoring
+            .set(self.restoring_partitions() as i64);
+        metrics.models_tracked.set(self.models_tracked() as i64);
+        metrics.models_silent.reset();
+        for (policy, n) in self.silent_by_policy() {
+            metrics
+                .models_silent
+                .with_label_values(&[policy.as_str()])
+                .set(n as i64);
+        }
     }
 
     pub fn models_tracked(&self) -> usize {

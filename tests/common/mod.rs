@@ -25,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 pub const METRIC_PARTITIONS: i32 = 4;
@@ -401,13 +401,41 @@ pub async fn produce_events(
         .expect("encode");
         let key = event.model.lineage();
         let record = FutureRecord::to(&kafka.metrics).key(&key).payload(&payload);
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
+        deliveries.push(enqueue(producer, record));
     }
+    delivered(deliveries).await;
+}
+
+/// Produces JSON `events` keyed by lineage, all to `partition`, so that
+/// they share one partition's watermark.
+pub async fn produce_json_to_partition(
+    kafka: &TestKafka,
+    producer: &FutureProducer,
+    events: &[MetricEvent],
+    partition: i32,
+) {
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = serde_json::to_vec(event).expect("json");
+        let key = event.model.lineage();
+        let record = FutureRecord::to(&kafka.metrics)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload);
+        deliveries.push(enqueue(producer, record));
+    }
+    delivered(deliveries).await;
+}
+
+fn enqueue(producer: &FutureProducer, record: FutureRecord<'_, String, Vec<u8>>) -> DeliveryFuture {
+    producer
+        .send_result(record)
+        .map_err(|(e, _)| e)
+        .expect("enqueue")
+}
+
+/// Waits until every delivery is acknowledged.
+async fn delivered(deliveries: Vec<DeliveryFuture>) {
     for delivery in deliveries {
         delivery.await.expect("delivery").expect("produced");
     }
