@@ -112,3 +112,51 @@ async fn run_stops_on_sigterm_with_offsets_committed_and_exit_zero() {
         );
     }
 }
+
+/// The case from the issue that named it: one event of `p/a` stamped in the
+/// year 3000 between healthy and degraded telemetry. The replay refuses it
+/// as a future timestamp and both degraded models get their requests.
+#[test]
+fn replay_refuses_a_year_3000_event_and_still_flags_the_degraded_models() {
+    let t0: i64 = 1_767_225_600_000;
+    let event = |name: &str, minute: i64, accuracy: f64| {
+        serde_json::json!({
+            "model": {"project": "p", "name": name},
+            "timestamp": t0 + minute * 60_000,
+            "metrics": {"accuracy": accuracy},
+        })
+    };
+    let mut lines: Vec<serde_json::Value> = (0..100).map(|m| event("a", m, 0.95)).collect();
+    let mut broken = event("a", 100, 0.95);
+    broken["timestamp"] = serde_json::json!(32_503_680_000_000_i64);
+    lines.push(broken);
+    lines.extend((100..400).map(|m| event("a", m, 0.5)));
+    lines.extend((100..400).map(|m| event("b", m + 300, 0.5)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("events.jsonl");
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&input, text.join("\n")).expect("write");
+    let out = driftwatch()
+        .args(["replay", "--config", "config/demo.toml"])
+        .arg(&input)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("700 applied, 1 skipped {\"future_timestamp\": 1}"),
+        "{stderr}"
+    );
+    let models: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).expect("request json");
+            format!(
+                "{}/{}",
+                r["model"]["project"].as_str().unwrap_or(""),
+                r["model"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(models, ["p/a".to_owned(), "p/b".to_owned()].into());
+}
