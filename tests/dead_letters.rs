@@ -64,7 +64,7 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         .collect();
     kinds.sort();
     let mut wanted: Vec<String> = bad.iter().map(|(k, _)| k.to_string()).collect();
-    wanted.push("late".to_owned());
+    wanted.push("too_late".to_owned());
     wanted.sort();
     assert_eq!(kinds, wanted);
     for msg in &dead {
@@ -99,7 +99,7 @@ async fn malformed_records_are_dead_lettered_with_reasons_while_good_ones_flow()
         .contains("model.name is empty"));
     let late = dead
         .iter()
-        .find(|m| header(m, dlq_headers::ERROR_KIND).as_deref() == Some("late"))
+        .find(|m| header(m, dlq_headers::ERROR_KIND).as_deref() == Some("too_late"))
         .expect("late record");
     let reason = header(late, dlq_headers::ERROR).expect("reason");
     assert!(
