@@ -170,7 +170,19 @@ async fn an_event_from_the_year_3000_is_dead_lettered_and_the_partition_carries_
     events.push(broken);
     events.extend((100..130).flat_map(|m| [ev("a", m, 0.5), ev("b", m, 0.5)]));
     produce_to_one_partition(&kafka, &producer, &events).await;
-    wait_processed(&[&running], events.len()).await;
+    // A producer that keys by something else than project/name: counted,
+    // and the event is still applied.
+    let mis_keyed = serde_json::to_vec(&ev("c", 130, 0.95)).expect("json");
+    produce_raw(
+        &producer,
+        &kafka.metrics,
+        Some(b"not-the-lineage"),
+        Some(&mis_keyed),
+    )
+    .await;
+    wait_processed(&[&running], events.len() + 1).await;
+    assert_eq!(counter(&running, "records_key_mismatch_total"), 1);
+    assert!(running.shared.lock().model_view("demo/c").is_some());
     let dead = read_topic(&kafka.bootstrap, &kafka.dlq);
     assert_eq!(dead.len(), 1);
     assert_eq!(

@@ -128,6 +128,11 @@ fn a_version_2_snapshot_restores_and_continues() {
     restores_and_continues(2);
 }
 
+#[test]
+fn a_version_3_snapshot_restores_and_continues() {
+    restores_and_continues(3);
+}
+
 /// The committed fixture of snapshot `version` decodes, restores under the
 /// current code and continues as uninterrupted processing does.
 fn restores_and_continues(version: u8) {
