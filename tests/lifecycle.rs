@@ -72,15 +72,47 @@ fn latest_changelog(kafka: &TestKafka) -> BTreeMap<String, rdkafka::message::Own
 async fn an_idle_model_expires_with_a_tombstone_and_a_restart_does_not_bring_it_back() {
     let kafka = real_broker().await;
     let producer = producer(&kafka);
-    let edit = |t: String| with_engine(t, "idle_timeout = \"30m\"");
+    // Silent after 20 minutes without an event, expired after 30.
+    let edit = |t: String| {
+        with_engine(t, "idle_timeout = \"30m\"").replace(
+            "[[policy.rule]]\nname = \"accuracy-drop\"",
+            "[[policy.rule]]\nname = \"quiet\"\ndetector = { kind = \"silence\", after = \"20m\" }\naction = \"none\"\n\n[[policy.rule]]\nname = \"accuracy-drop\"",
+        )
+    };
     let (_, running) = start_with(&kafka, "expiry", edit).await;
     let mut events: Vec<MetricEvent> = (0..10)
         .flat_map(|m| [ev("a", m, 0.95), ev("b", m, 0.95)])
         .collect();
-    events.extend((10..60).map(|m| ev("b", m, 0.95)));
+    events.extend((10..35).map(|m| ev("b", m, 0.95)));
     produce_to_one_partition(&kafka, &producer, &events).await;
     wait_processed(&[&running], events.len()).await;
+    let silent = || {
+        running
+            .shared
+            .metrics
+            .models_silent
+            .with_label_values(&["*"])
+            .get()
+    };
+    assert_eq!(silent(), 1, "a is silent, noticed by the watermark");
+    assert!(
+        running
+            .shared
+            .lock()
+            .model_view("demo/a")
+            .expect("a")
+            .silent
+    );
+    let metrics = running.shared.metrics.render();
+    assert!(
+        !metrics.contains("model=\""),
+        "no series carries a model label"
+    );
+    let more: Vec<MetricEvent> = (35..60).map(|m| ev("b", m, 0.95)).collect();
+    produce_to_one_partition(&kafka, &producer, &more).await;
+    wait_processed(&[&running], events.len() + more.len()).await;
     assert_eq!(counter(&running, "models_removed_total"), 1);
+    assert_eq!(silent(), 0, "an expired model is no longer counted");
     assert!(running.shared.lock().model_view("demo/a").is_none());
     assert!(running.shared.lock().model_view("demo/b").is_some());
     stop(running).await;
@@ -140,6 +172,9 @@ async fn a_flood_of_new_keys_is_evicted_and_a_real_model_still_gets_its_request(
         running.shared.lock().models_tracked() <= cap,
         "memory stays bounded by the cap"
     );
+    // /metrics does not grow with the models seen.
+    let metrics = running.shared.metrics.render();
+    assert!(!metrics.contains("junk-"), "no series names a model");
     assert!(counter(&running, "models_removed_total") >= (2_000 - cap) as u64);
     let requests = read_requests(&kafka);
     assert!(
