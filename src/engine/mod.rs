@@ -366,7 +366,7 @@ impl Engine {
             part.pending.insert(key, lineage.clone());
         }
         part.touch(&lineage, previous, last);
-        self.rearm(part, &lineage);
+        self.rearm_under(part, &lineage, Some(policy));
         part.sync_silent(&lineage);
 
         let mut released = progress.changed;
@@ -433,10 +433,16 @@ impl Engine {
 
     /// Registers when `lineage` next needs the watermark.
     fn rearm(&self, part: &mut PartitionState, lineage: &str) {
+        self.rearm_under(part, lineage, self.policies.for_lineage(lineage));
+    }
+
+    /// [`Engine::rearm`] when the caller already holds the model's policy
+    /// (the per-event path: no second glob match).
+    fn rearm_under(&self, part: &mut PartitionState, lineage: &str, policy: Option<&Policy>) {
         let due = part
             .models
             .get(lineage)
-            .and_then(|m| self.next_due(m, self.policies.for_lineage(lineage)));
+            .and_then(|m| self.next_due(m, policy));
         part.set_timer(lineage, due);
     }
 
@@ -542,7 +548,7 @@ impl Engine {
                 .requests
                 .extend(self.process_sample(model, policy, key.0, &values, trace));
         }
-        self.rearm(part, &lineage);
+        self.rearm_under(part, &lineage, Some(policy));
         progress.changed.push(lineage);
     }
 
@@ -636,7 +642,7 @@ impl Engine {
             }
             return;
         }
-        self.rearm(part, &lineage);
+        self.rearm_under(part, &lineage, policy);
         part.sync_silent(&lineage);
         progress.changed.push(lineage);
     }
