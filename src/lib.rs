@@ -5,6 +5,7 @@
 //! out. The Kafka shell ([`kafka`]), the replay command and the demo all drive
 //! the same engine. See ARCHITECTURE.md for the module map.
 
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod coordinate;

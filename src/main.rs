@@ -57,6 +57,44 @@ enum Command {
     /// retrain request with ACCEPTED, STARTED and, after --delay, SUCCEEDED
     /// with a new model version (or FAILED). It trains nothing.
     Coordinate(CoordinateArgs),
+    /// Measure the pipeline against a bare Kafka consumer on the same topic,
+    /// in one run: events/s of both and their ratio, resident memory per
+    /// model, snapshot bytes per model and the size of /metrics.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A broker to run against (default: an in-process cluster).
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Distinct models in the telemetry.
+    #[arg(long, default_value_t = 1_000)]
+    models: usize,
+    /// Events produced and processed.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Partitions of the telemetry topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Payload format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: SimulateFormat,
+    /// Processing modes to measure, each against its own bare consumer run.
+    #[arg(long, value_enum, default_value = "both")]
+    processing: BenchProcessing,
+    /// The configuration whose policies and [engine] the pipeline runs
+    /// (default: the demo's three rules); its topics, group, bootstrap
+    /// servers and [http] are the bench's own.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchProcessing {
+    ExactlyOnce,
+    AtLeastOnce,
+    Both,
 }
 
 #[derive(Args)]
@@ -257,6 +295,52 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(&args),
         Command::Healthcheck(args) => healthcheck(&args),
         Command::Coordinate(args) => coordinate(&args),
+        Command::Bench(args) => bench(&args),
+    }
+}
+
+fn bench(args: &BenchArgs) -> ExitCode {
+    use driftwatch::config::Processing;
+    let config_toml = match &args.config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: {}: cannot read config file: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => demo::DEMO_CONFIG.to_owned(),
+    };
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: cannot find the driftwatch executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = driftwatch::bench::BenchOptions {
+        bootstrap_servers: args.bootstrap_servers.clone(),
+        models: args.models,
+        events: args.events,
+        partitions: args.partitions.max(1),
+        format: match args.format {
+            SimulateFormat::Json => driftwatch::simulate::WireFormat::Json,
+            SimulateFormat::Avro => driftwatch::bench::confluent_format(),
+        },
+        modes: match args.processing {
+            BenchProcessing::ExactlyOnce => vec![Processing::ExactlyOnce],
+            BenchProcessing::AtLeastOnce => vec![Processing::AtLeastOnce],
+            BenchProcessing::Both => vec![Processing::ExactlyOnce, Processing::AtLeastOnce],
+        },
+        config_toml,
+        executable,
+    };
+    match driftwatch::bench::run(&options, &mut std::io::stdout()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
