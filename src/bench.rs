@@ -31,6 +31,9 @@ use crate::model::MetricEvent;
 use crate::simulate::WireFormat;
 use crate::simulator::{Simulator, SimulatorConfig};
 
+/// What the bench puts on one partition of the in-process cluster, below
+/// the 5 MB its mock broker keeps (older record batches are deleted).
+const MOCK_PARTITION_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
 /// The Confluent schema id the bench writes and maps to `metric_event.avsc`.
 const BENCH_SCHEMA_ID: u32 = 1;
 /// How often the child's `/metrics` is read while it works.
@@ -206,6 +209,18 @@ pub fn run(
     };
     let run_id = format!("{}-{}", std::process::id(), unix_millis());
     let topic = format!("bench-metrics-{run_id}");
+    let mut options = options.clone();
+    if let Broker::InProcess(_) = broker {
+        // The mock broker keeps only the newest 5 MB of each partition:
+        // spread the backlog so that none of it is dropped unread.
+        let needed = (sample_record_bytes(&options)? * options.events)
+            .div_ceil(MOCK_PARTITION_BUDGET_BYTES) as i32;
+        if needed > options.partitions {
+            writeln!(out, "in-process cluster: {needed} partitions (its broker keeps 5 MB per partition)")?;
+            options.partitions = needed;
+        }
+    }
+    let options = &options;
     broker.create_topic(&topic, options.partitions)?;
     writeln!(
         out,
@@ -297,6 +312,23 @@ fn unix_millis() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
+/// The size of one record (key, value and framing) the bench produces.
+fn sample_record_bytes(options: &BenchOptions) -> Result<u64, BenchError> {
+    let encoder = match options.format {
+        WireFormat::Json => Encoder::<MetricEvent>::json(),
+        WireFormat::ConfluentAvro { schema_id } => {
+            Encoder::confluent(schema_id, schemas::METRIC_EVENT)?
+        }
+    };
+    let mut sim = Simulator::new(SimulatorConfig {
+        models: 1,
+        ..SimulatorConfig::default()
+    });
+    let event = sim.tick().remove(0);
+    let framing = 70;
+    Ok((encoder.encode(&event)?.len() + event.model.lineage().len() + framing) as u64)
+}
+
 /// Produces `options.events` simulated events: one per model per tick,
 /// keyed by lineage, each record's timestamp its event time.
 fn produce(bootstrap: &str, topic: &str, options: &BenchOptions) -> Result<u64, BenchError> {
@@ -366,6 +398,7 @@ fn bare_consumer(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("bench-bare-{}", unix_millis()))
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .set("isolation.level", isolation)
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
