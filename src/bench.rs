@@ -216,7 +216,10 @@ pub fn run(
         let needed = (sample_record_bytes(&options)? * options.events)
             .div_ceil(MOCK_PARTITION_BUDGET_BYTES) as i32;
         if needed > options.partitions {
-            writeln!(out, "in-process cluster: {needed} partitions (its broker keeps 5 MB per partition)")?;
+            writeln!(
+                out,
+                "in-process cluster: {needed} partitions (its broker keeps 5 MB per partition)"
+            )?;
             options.partitions = needed;
         }
     }

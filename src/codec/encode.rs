@@ -95,6 +95,21 @@ impl<T: Serialize> Encoder<T> {
         }
     }
 
+    /// [`Encoder::encode`] through apache-avro's generic `Value` path: the
+    /// reference the direct path is checked against.
+    #[cfg(test)]
+    pub(crate) fn encode_via_value(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        match &self.mode {
+            Mode::Json => serde_json::to_vec(value).map_err(EncodeError::Json),
+            Mode::Avro(schema) => avro_datum_via_value(schema, value),
+            Mode::Confluent { schema, header } => {
+                let mut frame = header.to_vec();
+                frame.extend_from_slice(&avro_datum_via_value(schema, value)?);
+                Ok(frame)
+            }
+        }
+    }
+
     fn confluent_with(schema_id: u32, schema: Schema) -> Self {
         let [a, b, c, d] = schema_id.to_be_bytes();
         Self::with_mode(Mode::Confluent {
@@ -113,7 +128,18 @@ impl<T: Serialize> Encoder<T> {
 
 /// serde value -> Avro value -> resolved against the schema (strings become
 /// enum symbols, options union branches, longs timestamps) -> datum bytes.
+/// Writes `value` as an Avro datum of `schema`, straight from serde
+/// (apache-avro's schema-aware serializer: no intermediate `Value`).
 fn avro_datum<T: Serialize>(schema: &Schema, value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(256);
+    apache_avro::write_avro_datum_ref(schema, value, &mut out).map_err(EncodeError::Avro)?;
+    Ok(out)
+}
+
+/// The generic path: serde to an Avro `Value`, resolved against `schema`,
+/// then encoded. Slower; the reference the direct path is checked against.
+#[cfg(test)]
+fn avro_datum_via_value<T: Serialize>(schema: &Schema, value: &T) -> Result<Vec<u8>, EncodeError> {
     let value = apache_avro::to_value(value)
         .and_then(|v| v.resolve(schema))
         .map_err(EncodeError::Avro)?;

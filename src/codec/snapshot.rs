@@ -30,6 +30,16 @@ impl SnapshotCodec {
         self.encoder.encode(snapshot)
     }
 
+    /// [`SnapshotCodec::encode`] through apache-avro's generic `Value`
+    /// path (the reference in tests).
+    #[cfg(test)]
+    pub(crate) fn encode_via_value(
+        &self,
+        snapshot: &ModelSnapshot,
+    ) -> Result<Vec<u8>, EncodeError> {
+        self.encoder.encode_via_value(snapshot)
+    }
+
     pub fn decode(&self, bytes: &[u8]) -> Result<ModelSnapshot, DecodeError> {
         self.decoder.decode(bytes)
     }

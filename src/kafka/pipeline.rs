@@ -30,6 +30,7 @@ use crate::engine::state::PartitionState;
 use crate::engine::{EventOutcome, Removed, SkipReason, StatusOutcome};
 use crate::model::{MetricEvent, RetrainStatus};
 use crate::telemetry::Metrics;
+use prometheus::IntCounter;
 
 pub use super::outputs::dlq_headers;
 
@@ -66,15 +67,95 @@ impl Shared {
     }
 }
 
-/// Decodes and applies records, one at a time.
+/// Most records polled into one batch.
+const MAX_BATCH: usize = 4_096;
+
+/// One polled record and what decoding it gave: an event, or the reason
+/// it goes to the dead-letter topic.
+struct Decoded<'c> {
+    msg: BorrowedMessage<'c>,
+    verdict: Result<MetricEvent, DeadLetter>,
+}
+
+/// The counters of one input topic, resolved once (a label look-up per
+/// record costs more than the count).
+struct TopicCounters {
+    consumed: IntCounter,
+    applied: IntCounter,
+}
+
+/// Decodes and applies records, a polled batch at a time.
 struct Worker<'a> {
     config: &'a Config,
     metrics: &'a Metrics,
     outputs: &'a Outputs,
     decoders: HashMap<String, Decoder<MetricEvent>>,
+    counters: HashMap<String, TopicCounters>,
 }
 
 impl Worker<'_> {
+    fn counters(&mut self, topic: &str) -> &TopicCounters {
+        if !self.counters.contains_key(topic) {
+            let counters = TopicCounters {
+                consumed: self.metrics.records_consumed.with_label_values(&[topic]),
+                applied: self.metrics.records_applied.with_label_values(&[topic]),
+            };
+            self.counters.insert(topic.to_owned(), counters);
+        }
+        &self.counters[topic]
+    }
+
+    /// Polls a batch: waits up to `POLL_TIMEOUT` for the first record, then
+    /// takes whatever is already fetched, up to [`MAX_BATCH`], decoding
+    /// each outside the shell's lock. Rebalance callbacks run inside these
+    /// polls, between records.
+    fn poll_batch<'c>(
+        &mut self,
+        consumer: &'c BaseConsumer<PipelineContext>,
+    ) -> Result<Vec<Decoded<'c>>, PipelineError> {
+        let mut batch = Vec::new();
+        let mut timeout = POLL_TIMEOUT;
+        while batch.len() < MAX_BATCH {
+            match consumer.poll(timeout) {
+                Some(Ok(msg)) => {
+                    let verdict = self.decode(&msg)?;
+                    batch.push(Decoded { msg, verdict });
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        Ok(batch)
+    }
+
+    /// Applies a decoded batch under one lock of the shell.
+    fn apply_batch(
+        &mut self,
+        shell: &mut Shell,
+        batch: Vec<Decoded<'_>>,
+    ) -> Result<(), PipelineError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tp: TopicPartition = (String::new(), -1);
+        for record in batch {
+            if tp.1 != record.msg.partition() || tp.0 != record.msg.topic() {
+                tp = (record.msg.topic().to_owned(), record.msg.partition());
+            }
+            self.handle(shell, &tp, &record.msg, record.verdict)?;
+        }
+        self.metrics
+            .processing_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// Decodes and validates one record. `Ok(Err(_))` is a record to
     /// dead-letter; `Err(_)` stops the pipeline (setup or transient failure).
     fn decode(
@@ -219,13 +300,13 @@ impl Worker<'_> {
     fn handle(
         &mut self,
         shell: &mut Shell,
+        tp: &TopicPartition,
         msg: &BorrowedMessage<'_>,
+        verdict: Result<MetricEvent, DeadLetter>,
     ) -> Result<(), PipelineError> {
-        let started = Instant::now();
         let topic = msg.topic();
-        let tp: TopicPartition = (topic.to_owned(), msg.partition());
         let offset = msg.offset();
-        match shell.slots.get_mut(&tp) {
+        match shell.slots.get_mut(tp) {
             // Fetched before a revocation: the next owner reads it.
             None => return Ok(()),
             // Fetched before the pause took effect: read again after restore.
@@ -235,11 +316,7 @@ impl Worker<'_> {
             }
             Some(_) => {}
         }
-        self.metrics
-            .records_consumed
-            .with_label_values(&[topic])
-            .inc();
-        let verdict = self.decode(msg)?;
+        self.counters(topic).consumed.inc();
         self.outputs.begin(shell)?;
 
         let Shell {
@@ -249,7 +326,7 @@ impl Worker<'_> {
             book,
             ..
         } = shell;
-        let Some(slot) = slots.get_mut(&tp) else {
+        let Some(slot) = slots.get_mut(tp) else {
             return Ok(());
         };
         match verdict {
@@ -279,21 +356,20 @@ impl Worker<'_> {
                         removed,
                         silenced,
                     } => {
-                        self.metrics
-                            .records_applied
-                            .with_label_values(&[topic])
-                            .inc();
+                        if let Some(counters) = self.counters.get(topic) {
+                            counters.applied.inc();
+                        }
                         slot.dirty.insert(lineage.clone());
                         slot.dirty.extend(released);
                         for gone in removed {
-                            self.remove_model(slot, owners, &tp, &gone)?;
+                            self.remove_model(slot, owners, tp, &gone)?;
                         }
                         for s in silenced {
                             tracing::warn!(model = %s.lineage, rule = %s.rule, last_event_at = s.last_event_at,
                                 partition = tp.1, "model went silent");
                         }
                         if new_model {
-                            if let Ownership::Split { other } = owners.claim(&lineage, &tp) {
+                            if let Ownership::Split { other } = owners.claim(&lineage, tp) {
                                 self.metrics.model_split.inc();
                                 tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
                                     "model seen on two partitions: producers must key telemetry by project/name");
@@ -341,9 +417,6 @@ impl Worker<'_> {
         }
         // Only now: the record's outputs are queued.
         slot.processed_next = Some(offset + 1);
-        self.metrics
-            .processing_seconds
-            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 }
@@ -622,6 +695,7 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
         metrics: &shared.metrics,
         outputs: &outputs,
         decoders: HashMap::new(),
+        counters: HashMap::new(),
     };
     tracing::info!(group = %config.kafka.group_id, processing = ?config.kafka.processing, "pipeline started");
     started();
@@ -644,16 +718,12 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
                 rewind(shared, &consumer)?;
             }
             restore_pending(shared, &consumer, &restorer, config.kafka.processing)?;
-            match consumer.poll(POLL_TIMEOUT) {
-                Some(Ok(msg)) => {
-                    let mut shell = shared.lock();
-                    if let Err(e) = worker.handle(&mut shell, &msg) {
-                        shell.failed = true;
-                        return Err(e);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            let applied = worker
+                .poll_batch(&consumer)
+                .and_then(|batch| worker.apply_batch(&mut shared.lock(), batch));
+            if let Err(e) = applied {
+                shared.lock().failed = true;
+                return Err(e);
             }
             if let Some(feed) = statuses.as_mut() {
                 feed.drain(shared);
