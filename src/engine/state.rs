@@ -1,7 +1,8 @@
 //! Keyed state: per rule, per model, per partition.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::alert::{AlertState, CompositeState};
@@ -423,9 +424,13 @@ pub struct RuleView {
 /// restore): models by last event time (the least recently seen is evicted
 /// at the cap), the time each model next needs the watermark (a window to
 /// close, silence, expiry), and which models are silent.
+/// A partition's models by lineage (a fast hash: looked up several times
+/// per event).
+pub type ModelMap = FxHashMap<String, ModelState>;
+
 #[derive(Debug, Clone, Default)]
 pub struct PartitionState {
-    pub models: BTreeMap<String, ModelState>,
+    pub models: ModelMap,
     /// Latest event time applied in this partition (its stream time).
     pub stream_time: Option<i64>,
     /// Every model's pending samples, by (event time, arrival sequence):
@@ -437,12 +442,12 @@ pub struct PartitionState {
     /// `(due, lineage)`: when the watermark reaching `due` changes the
     /// model without an event of its own.
     pub(crate) timers: BTreeSet<(i64, String)>,
-    pub(crate) timer_of: HashMap<String, i64>,
+    pub(crate) timer_of: FxHashMap<String, i64>,
     /// Models whose timers are not armed yet (restored, or rebound by a
     /// reload); the engine arms them before it applies anything.
     pub(crate) unarmed: Vec<String>,
     /// Lineages judged silent now.
-    pub(crate) silent: BTreeSet<String>,
+    pub(crate) silent: FxHashSet<String>,
     /// Times of the latest events refused for being far ahead of the
     /// stream time, while no event within the bound came (see
     /// `Engine::is_future`).

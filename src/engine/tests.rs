@@ -341,7 +341,8 @@ fn unmatched_models_are_counted_and_at_the_cap_the_least_recently_seen_is_evicte
         }
         other => panic!("not applied: {other:?}"),
     }
-    let kept: Vec<&String> = part.models.keys().collect();
+    let mut kept: Vec<&String> = part.models.keys().collect();
+    kept.sort();
     assert_eq!(kept, ["fraud/n", "fraud/o"]);
 }
 

@@ -359,7 +359,7 @@ impl Worker<'_> {
                         if let Some(counters) = self.counters.get(topic) {
                             counters.applied.inc();
                         }
-                        slot.dirty.insert(lineage.clone());
+                        slot.mark_dirty(&lineage);
                         slot.dirty.extend(released);
                         for gone in removed {
                             self.remove_model(slot, owners, tp, &gone)?;
@@ -391,7 +391,7 @@ impl Worker<'_> {
                     }
                     EventOutcome::Skipped(reason) => {
                         if slot.state.models.contains_key(&lineage) {
-                            slot.dirty.insert(lineage.clone()); // its late or future counter
+                            slot.mark_dirty(&lineage); // its late or future counter
                         }
                         let engine_limits = &self.config.engine;
                         let policy = match reason {

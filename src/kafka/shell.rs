@@ -6,9 +6,10 @@
 //! rebalance callbacks (which run inside those polls) and the HTTP handlers
 //! (which read it), behind one mutex that is never held across a poll.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rdkafka::producer::DeliveryFuture;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::engine::state::{ModelView, PartitionState};
 use crate::engine::Engine;
@@ -41,7 +42,7 @@ pub struct Slot {
     pub committed_next: Option<i64>,
     pub pending: Vec<PendingOutput>,
     /// Models changed since their last snapshot.
-    pub dirty: BTreeSet<String>,
+    pub dirty: FxHashSet<String>,
     /// The first offset polled (and set aside) while restoring: librdkafka
     /// may fetch a partition before the pause on assignment takes effect,
     /// and those records must be read again once the state is back.
@@ -56,6 +57,14 @@ impl Slot {
         Slot {
             restoring: true,
             ..Slot::default()
+        }
+    }
+
+    /// Marks a model changed since its last snapshot (no allocation when
+    /// it already is).
+    pub fn mark_dirty(&mut self, lineage: &str) {
+        if !self.dirty.contains(lineage) {
+            self.dirty.insert(lineage.to_owned());
         }
     }
 
@@ -76,7 +85,7 @@ impl Slot {
 /// Which partition holds each model's state.
 #[derive(Default)]
 pub struct Owners {
-    by_lineage: HashMap<String, TopicPartition>,
+    by_lineage: FxHashMap<String, TopicPartition>,
 }
 
 /// Where a model's state turned up relative to earlier partitions.
@@ -97,7 +106,8 @@ impl Owners {
             Some(other) if other != tp => Ownership::Split {
                 other: other.clone(),
             },
-            _ => {
+            Some(_) => Ownership::First,
+            None => {
                 self.by_lineage.insert(lineage.to_owned(), tp.clone());
                 Ownership::First
             }
