@@ -38,7 +38,11 @@ fn hot_path(c: &mut Criterion) {
         (
             "json",
             Encoder::json(),
-            Decoder::<MetricEvent>::new(config.format_for_topic("model-metrics"), schemas::METRIC_EVENT).expect("decoder"),
+            Decoder::<MetricEvent>::new(
+                config.format_for_topic("model-metrics"),
+                schemas::METRIC_EVENT,
+            )
+            .expect("decoder"),
         ),
         (
             "confluent_avro",

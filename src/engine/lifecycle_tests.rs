@@ -177,8 +177,9 @@ fn an_idle_model_expires_and_a_later_event_starts_it_afresh() {
         }]
     );
     assert!(!part.models.contains_key("p/a"));
-    assert!(part.by_last_seen.iter().all(|(_, l)| l != "p/a"));
+    assert!(part.by_last_seen.iter().all(|(_, l)| l.as_str() != "p/a"));
     assert!(part.timer_of.keys().all(|l| l != "p/a"));
+    assert!(part.timers.iter().all(|(_, l)| l.as_str() != "p/a"));
     e.apply_event(&mut part, &acc("a", 61, 0.95));
     assert_eq!(part.models["p/a"].counters.events_applied, 1);
 }

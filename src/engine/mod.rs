@@ -236,6 +236,15 @@ impl Engine {
         self.policies.for_lineage(lineage)
     }
 
+    /// The policy that governs `model`: the one it remembers, if that
+    /// belongs to this engine's policy set, else by matching its lineage.
+    fn policy_of(&self, model: &ModelState) -> Option<&Policy> {
+        match model.policy_cache.get(self.policies.generation()) {
+            Some(index) => self.policies.get(index),
+            None => self.policies.for_lineage(&model.lineage),
+        }
+    }
+
     /// Applies one valid event (see [`MetricEvent::validate`]) to the state
     /// of the partition it was read from, as a replay does: with no record
     /// time, the clock-skew guard judges the event against the partition's
@@ -276,7 +285,15 @@ impl Engine {
     ) -> EventOutcome {
         self.arm_unarmed(part);
         let lineage = event.model.lineage();
-        let Some(policy) = self.policies.for_lineage(&lineage) else {
+        let generation = self.policies.generation();
+        let cached = part
+            .models
+            .get(&lineage)
+            .and_then(|m| m.policy_cache.get(generation));
+        let Some(policy_index) = cached.or_else(|| self.policies.index_for(&lineage)) else {
+            return EventOutcome::Skipped(SkipReason::NoPolicy);
+        };
+        let Some(policy) = self.policies.get(policy_index) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
         if self.is_future(part, event.timestamp, record_time) {
@@ -324,6 +341,7 @@ impl Engine {
             .or_insert_with(|| ModelState::new(&event.model.project, &event.model.name, policy));
         // Another policy, or a new version of it (configuration reload).
         model.rebind(policy);
+        model.policy_cache.set(generation, policy_index);
 
         // Version handling: a new version starts fresh (stragglers of a
         // superseded version were refused above).
@@ -363,7 +381,7 @@ impl Engine {
             let key = (event.timestamp, part.next_seq);
             part.next_seq += 1;
             model.pending.insert(key, values);
-            part.pending.insert(key, lineage.clone());
+            part.pending.insert(key, model.key.clone());
         }
         part.touch(&lineage, previous, last);
         self.rearm_under(part, &lineage, Some(policy));
@@ -529,18 +547,19 @@ impl Engine {
         progress: &mut Progress,
         trace: Option<&mut Vec<Judged>>,
     ) {
-        let Some((key, lineage)) = part.pending.pop_first() else {
+        let Some((key, model_key)) = part.pending.pop_first() else {
             return;
         };
+        let lineage = model_key.as_str();
         // Entries of a model that restarted (new version) or was removed
         // are gone.
-        let Some(model) = part.models.get_mut(&lineage) else {
+        let Some(model) = part.models.get_mut(lineage) else {
             return;
         };
         let Some(values) = model.pending.remove(&key) else {
             return;
         };
-        let Some(policy) = self.policies.for_lineage(&lineage) else {
+        let Some(policy) = self.policy_of(model) else {
             return;
         };
         if values.len() == policy.rules.len() {
@@ -548,8 +567,8 @@ impl Engine {
                 .requests
                 .extend(self.process_sample(model, policy, key.0, &values, trace));
         }
-        self.rearm_under(part, &lineage, Some(policy));
-        progress.changed.push(lineage);
+        self.rearm_under(part, lineage, Some(policy));
+        progress.changed.push(lineage.to_owned());
     }
 
     /// Runs the earliest timer: the model's windows ending then close, its
@@ -560,11 +579,11 @@ impl Engine {
         progress: &mut Progress,
         trace: Option<&mut Vec<Judged>>,
     ) {
-        let Some((at, lineage)) = part.timers.pop_first() else {
+        let Some((at, key)) = part.timers.pop_first() else {
             return;
         };
-        part.timer_of.remove(&lineage);
-        self.run_timer_at(part, at, lineage, progress, trace);
+        part.timer_of.remove(key.as_str());
+        self.run_timer_at(part, at, key.as_str().to_owned(), progress, trace);
     }
 
     /// Runs what is due for `lineage` at `at` (its timer already taken).
@@ -576,10 +595,10 @@ impl Engine {
         progress: &mut Progress,
         trace: Option<&mut Vec<Judged>>,
     ) {
-        let policy = self.policies.for_lineage(&lineage);
         let Some(model) = part.models.get_mut(&lineage) else {
             return;
         };
+        let policy = self.policy_of(model);
         let mut expire = false;
         if let Some(policy) = policy {
             let mut closed = Vec::new();
@@ -652,14 +671,14 @@ impl Engine {
     /// a request in flight among the oldest few.
     fn evict_one(&self, part: &mut PartitionState, progress: &mut Progress) {
         let victim = {
-            let mut oldest = part.by_last_seen.iter().map(|(_, l)| l);
-            let first = oldest.clone().next().cloned();
+            let mut oldest = part.by_last_seen.iter().map(|(_, key)| key.as_str());
+            let first = oldest.clone().next();
             oldest
                 .by_ref()
                 .take(EVICTION_SCAN)
                 .find(|l| part.models.get(*l).is_some_and(|m| m.in_flight.is_none()))
-                .cloned()
                 .or(first)
+                .map(str::to_owned)
         };
         let Some(lineage) = victim else {
             return;

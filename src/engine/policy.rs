@@ -181,17 +181,40 @@ impl Policy {
     }
 }
 
+/// Generations of policy sets: each set built gets its own, so a model
+/// can remember which policy of which set governs it.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// All policies, ordered most specific first.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
+    /// Unique to this set (its clones share it); 0 for the empty default.
+    generation: u64,
 }
 
 impl PolicySet {
     /// Orders `policies` by specificity; ties keep their configuration order.
     pub fn new(mut policies: Vec<Policy>) -> Self {
         policies.sort_by_key(|p| std::cmp::Reverse(p.specificity()));
-        PolicySet { policies }
+        PolicySet {
+            policies,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Identifies this set of policies among all built in the process.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The index of the policy [`PolicySet::for_lineage`] finds.
+    pub fn index_for(&self, lineage: &str) -> Option<usize> {
+        self.policies.iter().position(|p| p.matches(lineage))
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Policy> {
+        self.policies.get(index)
     }
 
     /// The most specific policy matching `lineage` (`project/name`), if any.

@@ -1,6 +1,7 @@
 //! Keyed state: per rule, per model, per partition.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
@@ -141,10 +142,67 @@ pub struct ModelCounters {
     pub request_timeouts: u64,
 }
 
+/// A model's lineage as the partition's ordered indexes hold it: shared,
+/// so an index entry costs no allocation, and ordered by a hash of the
+/// lineage before the lineage itself, so that models of the same event
+/// time (the common case: telemetry arrives in rounds) are told apart by
+/// one integer comparison, not a string comparison. The hash is 64-bit
+/// FNV-1a, fixed, so the order is the same in every run and build.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModelKey {
+    hash: u64,
+    lineage: Arc<str>,
+}
+
+impl ModelKey {
+    pub fn new(lineage: &str) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in lineage.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        ModelKey {
+            hash,
+            lineage: Arc::from(lineage),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.lineage
+    }
+}
+
+/// Which policy of which policy set governs a model, remembered so that
+/// the glob patterns are matched once per model, not once per event. A
+/// cache, not state: it never makes two models unequal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyCache(Option<(u64, usize)>);
+
+impl PartialEq for PolicyCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl PolicyCache {
+    /// The policy index remembered for the set of `generation`.
+    pub fn get(&self, generation: u64) -> Option<usize> {
+        self.0.filter(|(g, _)| *g == generation).map(|(_, i)| i)
+    }
+
+    pub fn set(&mut self, generation: u64, index: usize) {
+        self.0 = Some((generation, index));
+    }
+}
+
 /// All state of one model (lineage `project/name`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelState {
     pub lineage: String,
+    /// The lineage as the partition's indexes hold it.
+    pub key: ModelKey,
+    /// The policy that governs it, by index in the engine's policy set.
+    pub policy_cache: PolicyCache,
     pub project: String,
     pub name: String,
     pub version: Option<String>,
@@ -177,8 +235,11 @@ pub struct ModelState {
 
 impl ModelState {
     pub fn new(project: &str, name: &str, policy: &Policy) -> Self {
+        let lineage = format!("{project}/{name}");
         ModelState {
-            lineage: format!("{project}/{name}"),
+            key: ModelKey::new(&lineage),
+            policy_cache: PolicyCache::default(),
+            lineage,
             project: project.to_owned(),
             name: name.to_owned(),
             version: None,
@@ -435,13 +496,13 @@ pub struct PartitionState {
     pub stream_time: Option<i64>,
     /// Every model's pending samples, by (event time, arrival sequence):
     /// which model to release next when the watermark advances.
-    pub(crate) pending: BTreeMap<(i64, u64), String>,
+    pub(crate) pending: BTreeMap<(i64, u64), ModelKey>,
     pub(crate) next_seq: u64,
-    /// `(last event time, lineage)` of every model.
-    pub(crate) by_last_seen: BTreeSet<(i64, String)>,
-    /// `(due, lineage)`: when the watermark reaching `due` changes the
+    /// `(last event time, model)` of every model.
+    pub(crate) by_last_seen: BTreeSet<(i64, ModelKey)>,
+    /// `(due, model)`: when the watermark reaching `due` changes the
     /// model without an event of its own.
-    pub(crate) timers: BTreeSet<(i64, String)>,
+    pub(crate) timers: BTreeSet<(i64, ModelKey)>,
     pub(crate) timer_of: FxHashMap<String, i64>,
     /// Models whose timers are not armed yet (restored, or rebound by a
     /// reload); the engine arms them before it applies anything.
@@ -488,12 +549,12 @@ impl PartitionState {
     /// and its latest event time the stream time.
     pub fn insert_restored(&mut self, model: ModelState) {
         for key in model.pending.keys() {
-            self.pending.insert(*key, model.lineage.clone());
+            self.pending.insert(*key, model.key.clone());
             self.next_seq = self.next_seq.max(key.1 + 1);
         }
         if let Some(t) = model.last_event_at {
             self.stream_time = Some(self.stream_time.map_or(t, |s| s.max(t)));
-            self.by_last_seen.insert((t, model.lineage.clone()));
+            self.by_last_seen.insert((t, model.key.clone()));
         }
         if model.is_silent() {
             self.silent.insert(model.lineage.clone());
@@ -501,7 +562,7 @@ impl PartitionState {
         self.unarmed.push(model.lineage.clone());
         if let Some(old) = self.models.insert(model.lineage.clone(), model) {
             if let Some(t) = old.last_event_at {
-                self.by_last_seen.remove(&(t, old.lineage.clone()));
+                self.by_last_seen.remove(&(t, old.key));
             }
         }
     }
@@ -533,10 +594,18 @@ impl PartitionState {
         if old == Some(new) {
             return;
         }
+        let key = self.key_of(lineage);
         if let Some(t) = old {
-            self.by_last_seen.remove(&(t, lineage.to_owned()));
+            self.by_last_seen.remove(&(t, key.clone()));
         }
-        self.by_last_seen.insert((new, lineage.to_owned()));
+        self.by_last_seen.insert((new, key));
+    }
+
+    /// The index key of `lineage` (the model's own, when it is held).
+    fn key_of(&self, lineage: &str) -> ModelKey {
+        self.models
+            .get(lineage)
+            .map_or_else(|| ModelKey::new(lineage), |m| m.key.clone())
     }
 
     /// Registers when `lineage` next needs the watermark (`None`: never).
@@ -545,13 +614,23 @@ impl PartitionState {
         if current == due {
             return;
         }
+        let key = self.key_of(lineage);
         if let Some(t) = current {
-            self.timers.remove(&(t, lineage.to_owned()));
-            self.timer_of.remove(lineage);
+            self.timers.remove(&(t, key.clone()));
         }
-        if let Some(t) = due {
-            self.timers.insert((t, lineage.to_owned()));
-            self.timer_of.insert(lineage.to_owned(), t);
+        match due {
+            Some(t) => {
+                self.timers.insert((t, key));
+                match self.timer_of.get_mut(lineage) {
+                    Some(due) => *due = t,
+                    None => {
+                        self.timer_of.insert(lineage.to_owned(), t);
+                    }
+                }
+            }
+            None => {
+                self.timer_of.remove(lineage);
+            }
         }
     }
 
@@ -574,9 +653,11 @@ impl PartitionState {
     pub(crate) fn remove_model(&mut self, lineage: &str) -> Option<ModelState> {
         let model = self.models.remove(lineage)?;
         if let Some(t) = model.last_event_at {
-            self.by_last_seen.remove(&(t, lineage.to_owned()));
+            self.by_last_seen.remove(&(t, model.key.clone()));
         }
-        self.set_timer(lineage, None);
+        if let Some(t) = self.timer_of.remove(lineage) {
+            self.timers.remove(&(t, model.key.clone()));
+        }
         self.silent.remove(lineage);
         Some(model)
     }
