@@ -28,7 +28,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::codec::{schemas, CodecError, EncodeError, Encoder};
 use crate::config::Processing;
 use crate::model::MetricEvent;
-use crate::simulate::WireFormat;
+use crate::simulate::{send_when_queue_has_room, WireFormat};
 use crate::simulator::{Simulator, SimulatorConfig};
 
 /// What the bench puts on one partition of the in-process cluster, below
@@ -361,22 +361,11 @@ fn produce(bootstrap: &str, topic: &str, options: &BenchOptions) -> Result<u64, 
             }
             let key = event.model.lineage();
             let payload = encoder.encode(&event)?;
-            let mut record = BaseRecord::to(topic)
+            let record = BaseRecord::to(topic)
                 .key(&key)
                 .payload(&payload)
                 .timestamp(event.timestamp);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send_when_queue_has_room(&producer, record)?;
             produced += 1;
         }
     }
@@ -404,14 +393,7 @@ fn bare_consumer(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", isolation)
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    assign_from_beginning(&consumer, topic)?;
     let mut seen = 0u64;
     let mut bytes = 0u64;
     let mut first: Option<Instant> = None;
@@ -441,6 +423,19 @@ fn bare_consumer(
         seconds,
         bytes,
     })
+}
+
+/// Assigns every partition of `topic` from its beginning; returns how many.
+fn assign_from_beginning(consumer: &BaseConsumer, topic: &str) -> Result<usize, BenchError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(tpl.count())
 }
 
 /// The topics and group of one pipeline run, unique to it.
@@ -754,15 +749,7 @@ fn read_changelog(bootstrap: &str, topic: &str) -> Result<(u64, u64), BenchError
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    let mut open = tpl.count();
-    consumer.assign(&tpl)?;
+    let mut open = assign_from_beginning(&consumer, topic)?;
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut last_progress = Instant::now();
     while open > 0 {

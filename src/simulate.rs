@@ -92,22 +92,11 @@ pub fn produce(
             // The simulated producer's clock is the simulated event time,
             // so the record's timestamp agrees with the event's (the
             // clock-skew guard compares the two).
-            let mut record = BaseRecord::to(&options.topic)
+            let record = BaseRecord::to(&options.topic)
                 .key(&key)
                 .payload(&payload)
                 .timestamp(event.timestamp);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send_when_queue_has_room(&producer, record)?;
             produced += 1;
         }
         ticks += 1;
@@ -118,6 +107,23 @@ pub fn produce(
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(produced)
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+pub fn send_when_queue_has_room(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, String, Vec<u8>>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Follows the status topic from its end: each SUCCEEDED with a new version
