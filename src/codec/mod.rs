@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod registry;
 mod snapshot;
+mod snapshot_reader;
 mod snapshot_writer;
 
 use std::collections::BTreeMap;
