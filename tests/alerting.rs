@@ -362,9 +362,9 @@ action = "fine_tune"
     );
     let baseline =
         |part: &PartitionState| match &part.model("p/m").expect("model").rules[0].detector {
-            DetectorState::Sequential {
-                baseline: Some(b), ..
-            } => b.clone(),
+            DetectorState::Sequential(state) if state.baseline.is_some() => {
+                state.baseline.clone().expect("checked")
+            }
             other => panic!("unexpected state {other:?}"),
         };
     let mut part = PartitionState::default();

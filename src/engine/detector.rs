@@ -248,10 +248,17 @@ impl Baseline {
 pub enum DetectorState {
     /// The threshold detector keeps no state.
     Threshold,
-    Sequential {
-        detector: SequentialDetector,
-        baseline: Option<Baseline>,
-    },
+    /// Boxed: most rules are thresholds, and a model's rules should not
+    /// all be the size of the largest detector.
+    Sequential(Box<SequentialState>),
+}
+
+/// The state of a sequential detector and of the baseline that
+/// standardises its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialState {
+    pub detector: SequentialDetector,
+    pub baseline: Option<Baseline>,
 }
 
 /// What a detector made of one window aggregate.
@@ -290,10 +297,12 @@ impl DetectorSpec {
     pub fn initial_state(&self) -> DetectorState {
         match self {
             DetectorSpec::Threshold { .. } => DetectorState::Threshold,
-            DetectorSpec::Sequential(spec) => DetectorState::Sequential {
-                detector: spec.prototype.clone(),
-                baseline: spec.baseline.map(Baseline::new),
-            },
+            DetectorSpec::Sequential(spec) => {
+                DetectorState::Sequential(Box::new(SequentialState {
+                    detector: spec.prototype.clone(),
+                    baseline: spec.baseline.map(Baseline::new),
+                }))
+            }
         }
     }
 
@@ -343,7 +352,10 @@ impl DetectorState {
                 direction: None,
                 learning: false,
             },
-            DetectorState::Sequential { detector, baseline } => judge(detector, baseline, value),
+            DetectorState::Sequential(state) => {
+                let SequentialState { detector, baseline } = &mut **state;
+                judge(detector, baseline, value)
+            }
         }
     }
 
@@ -352,8 +364,10 @@ impl DetectorState {
     pub fn heap_bytes(&self) -> usize {
         match self {
             DetectorState::Threshold => 0,
-            DetectorState::Sequential { detector, baseline } => {
-                detector.memory() + baseline.as_ref().map_or(0, Baseline::heap_bytes)
+            DetectorState::Sequential(state) => {
+                std::mem::size_of::<SequentialState>()
+                    + state.detector.memory()
+                    + state.baseline.as_ref().map_or(0, Baseline::heap_bytes)
             }
         }
     }
@@ -481,11 +495,11 @@ mod tests {
             let j = state.judge(&spec, v);
             assert!(j.learning && j.level == Level::Stable);
         }
-        let DetectorState::Sequential {
-            baseline: Some(b), ..
-        } = &state
-        else {
+        let DetectorState::Sequential(sequential) = &state else {
             panic!("sequential state expected");
+        };
+        let Some(b) = &sequential.baseline else {
+            panic!("baseline expected");
         };
         let (mean, std) = b.reference().expect("learned");
         assert_eq!(mean, 11.0);
@@ -507,11 +521,11 @@ mod tests {
         for _ in 0..3 {
             state.judge(&spec, 100.0);
         }
-        let DetectorState::Sequential {
-            baseline: Some(b), ..
-        } = &state
-        else {
+        let DetectorState::Sequential(sequential) = &state else {
             panic!("sequential state expected");
+        };
+        let Some(b) = &sequential.baseline else {
+            panic!("baseline expected");
         };
         assert_eq!(b.reference().map(|r| r.0), Some(2.0));
     }

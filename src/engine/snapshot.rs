@@ -538,16 +538,9 @@ fn restore_rule(spec: &RuleSpec, saved: &RuleSnapshot) -> Option<RuleState> {
 fn same_kind(a: &DetectorState, b: &DetectorState) -> bool {
     match (a, b) {
         (DetectorState::Threshold, DetectorState::Threshold) => true,
-        (
-            DetectorState::Sequential {
-                detector: da,
-                baseline: ba,
-            },
-            DetectorState::Sequential {
-                detector: db,
-                baseline: bb,
-            },
-        ) => da.name() == db.name() && ba.is_some() == bb.is_some(),
+        (DetectorState::Sequential(a), DetectorState::Sequential(b)) => {
+            a.detector.name() == b.detector.name() && a.baseline.is_some() == b.baseline.is_some()
+        }
         _ => false,
     }
 }
