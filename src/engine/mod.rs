@@ -335,10 +335,13 @@ impl Engine {
         if new_model && part.models.len() >= self.limits.max_models_per_partition {
             self.evict_one(part, &mut progress);
         }
-        let model = part
-            .models
-            .entry(lineage.clone())
-            .or_insert_with(|| ModelState::new(&event.model.project, &event.model.name, policy));
+        let model = part.models.entry(lineage.clone()).or_insert_with(|| {
+            Box::new(ModelState::new(
+                &event.model.project,
+                &event.model.name,
+                policy,
+            ))
+        });
         // Another policy, or a new version of it (configuration reload).
         model.rebind(policy);
         model.policy_cache.set(generation, policy_index);
@@ -655,7 +658,7 @@ impl Engine {
                     if let Some(t) = fresh.last_event_at {
                         part.touch(&lineage, None, t);
                     }
-                    part.models.insert(lineage.clone(), fresh);
+                    part.models.insert(lineage.clone(), Box::new(fresh));
                     progress.changed.push(lineage);
                 }
             }

@@ -82,10 +82,13 @@ impl Slot {
     }
 }
 
-/// Which partition holds each model's state.
+/// Which partition holds each model's state. The partitions are kept once
+/// and the models refer to them by index: at a million models a
+/// `(topic, partition)` per model would be a million topic strings.
 #[derive(Default)]
 pub struct Owners {
-    by_lineage: FxHashMap<String, TopicPartition>,
+    by_lineage: FxHashMap<String, u32>,
+    partitions: Vec<TopicPartition>,
 }
 
 /// Where a model's state turned up relative to earlier partitions.
@@ -99,36 +102,60 @@ pub enum Ownership {
 }
 
 impl Owners {
+    fn index_of(&mut self, tp: &TopicPartition) -> u32 {
+        match self.find(tp) {
+            Some(i) => i,
+            None => {
+                self.partitions.push(tp.clone());
+                u32::try_from(self.partitions.len() - 1).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    fn find(&self, tp: &TopicPartition) -> Option<u32> {
+        self.partitions
+            .iter()
+            .position(|p| p == tp)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
     /// Records that `lineage` now has state on `tp`. Entries of released
     /// partitions are removed, so any other owner found is still assigned.
     pub fn claim(&mut self, lineage: &str, tp: &TopicPartition) -> Ownership {
+        let index = self.index_of(tp);
         match self.by_lineage.get(lineage) {
-            Some(other) if other != tp => Ownership::Split {
-                other: other.clone(),
+            Some(&other) if other != index => Ownership::Split {
+                other: self.partitions[other as usize].clone(),
             },
             Some(_) => Ownership::First,
             None => {
-                self.by_lineage.insert(lineage.to_owned(), tp.clone());
+                self.by_lineage.insert(lineage.to_owned(), index);
                 Ownership::First
             }
         }
     }
 
     pub fn get(&self, lineage: &str) -> Option<&TopicPartition> {
-        self.by_lineage.get(lineage)
+        let index = *self.by_lineage.get(lineage)?;
+        self.partitions.get(index as usize)
     }
 
     /// Forgets one model of `tp` (its state was removed).
     pub fn forget(&mut self, lineage: &str, tp: &TopicPartition) {
-        if self.by_lineage.get(lineage) == Some(tp) {
-            self.by_lineage.remove(lineage);
+        if let Some(index) = self.find(tp) {
+            if self.by_lineage.get(lineage) == Some(&index) {
+                self.by_lineage.remove(lineage);
+            }
         }
     }
 
     /// Forgets the models of a released partition.
     pub fn release(&mut self, tp: &TopicPartition, state: &PartitionState) {
+        let Some(index) = self.find(tp) else {
+            return;
+        };
         for lineage in state.models.keys() {
-            if self.by_lineage.get(lineage) == Some(tp) {
+            if self.by_lineage.get(lineage) == Some(&index) {
                 self.by_lineage.remove(lineage);
             }
         }
