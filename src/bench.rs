@@ -663,7 +663,14 @@ fn run_pipeline(
 
     let mut rss_idle = 0;
     let mut first: Option<Instant> = None;
-    let mut processed: Option<(Instant, u64)> = None;
+    // The sample that saw every record accounted for: its time, the
+    // commits counted at the sample before it and at it.
+    let mut processed: Option<(Instant, u64, u64)> = None;
+    // After the last record, a commit follows within one interval if any
+    // work was left; none coming in three means the last one took it all.
+    let commit_interval_ms = crate::config::Config::from_toml_str(&options.config_toml)
+        .map_or(1_000, |c| c.kafka.commit_interval_ms);
+    let grace = Duration::from_millis(commit_interval_ms.saturating_mul(3) + 500);
     let mut last_change = Instant::now();
     let mut last = Progress::default();
     let (durable_at, body, progress) = loop {
@@ -694,13 +701,19 @@ fn run_pipeline(
         if progress.accounted() != last.accounted() || progress.commits != last.commits {
             last_change = Instant::now();
         }
-        last = progress;
         if processed.is_none() && progress.accounted() >= options.events {
-            processed = Some((sampled_at, progress.commits));
+            processed = Some((sampled_at, last.commits, progress.commits));
         }
-        if let Some((_, commits)) = processed {
-            if progress.commits > commits {
+        last = progress;
+        if let Some((done_at, before, at_done)) = processed {
+            if progress.commits > at_done {
+                // A commit after every record was processed.
                 break (sampled_at, body, progress);
+            }
+            if at_done > before && sampled_at.duration_since(done_at) > grace {
+                // The commit just before the sample that saw the last
+                // record took everything: nothing was left to commit.
+                break (done_at, body, progress);
             }
         }
         if last_change.elapsed() > STALL_TIMEOUT {
@@ -720,7 +733,7 @@ fn run_pipeline(
     let rss_end = resident_bytes(pid);
     drop(child);
     let start = first.unwrap_or(durable_at);
-    let processed_at = processed.map_or(durable_at, |(t, _)| t);
+    let processed_at = processed.map_or(durable_at, |(t, _, _)| t);
     let (snapshots, snapshot_bytes) = read_changelog(bootstrap, &names.changelog)?;
     let _ = std::fs::remove_file(&config);
     Ok(PipelineFigures {
