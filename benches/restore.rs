@@ -55,7 +55,9 @@ async fn run(bootstrap: &str, models: usize) {
     let kafka = common::real_kafka(bootstrap).await;
     let partitions = common::METRIC_PARTITIONS;
     common::create_topics(bootstrap, &[(&kafka.changelog, partitions)]).await;
-    let config = common::config(&kafka, "restore-bench");
+    let mut config = common::config(&kafka, "restore-bench");
+    // Room for every model (the default cap is 100,000 per partition).
+    config.engine.max_models_per_partition = config.engine.max_models_per_partition.max(models);
     let engine = driftwatch::service::engine_for(&config);
 
     // State for `models` models, as the pipeline would hold it, split over
