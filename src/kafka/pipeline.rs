@@ -79,6 +79,7 @@ struct Decoded<'c> {
 
 /// The counters of one input topic, resolved once (a label look-up per
 /// record costs more than the count).
+#[derive(Clone)]
 struct TopicCounters {
     consumed: IntCounter,
     applied: IntCounter,
@@ -94,7 +95,7 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn counters(&mut self, topic: &str) -> &TopicCounters {
+    fn counters(&mut self, topic: &str) -> TopicCounters {
         if !self.counters.contains_key(topic) {
             let counters = TopicCounters {
                 consumed: self.metrics.records_consumed.with_label_values(&[topic]),
@@ -102,7 +103,7 @@ impl Worker<'_> {
             };
             self.counters.insert(topic.to_owned(), counters);
         }
-        &self.counters[topic]
+        self.counters[topic].clone()
     }
 
     /// Polls a batch: waits up to `POLL_TIMEOUT` for the first record, then
@@ -143,12 +144,20 @@ impl Worker<'_> {
             return Ok(());
         }
         let started = Instant::now();
+        // Records come in runs of one partition: its key and counters
+        // are made once per run.
         let mut tp: TopicPartition = (String::new(), -1);
+        let mut counters: Option<TopicCounters> = None;
         for record in batch {
             if tp.1 != record.msg.partition() || tp.0 != record.msg.topic() {
                 tp = (record.msg.topic().to_owned(), record.msg.partition());
+                counters = None;
             }
-            self.handle(shell, &tp, &record.msg, record.verdict)?;
+            let counters = match &counters {
+                Some(c) => c,
+                None => counters.insert(self.counters(&tp.0)),
+            };
+            self.handle(shell, &tp, counters, &record.msg, record.verdict)?;
         }
         self.metrics
             .processing_seconds
@@ -301,6 +310,7 @@ impl Worker<'_> {
         &mut self,
         shell: &mut Shell,
         tp: &TopicPartition,
+        counters: &TopicCounters,
         msg: &BorrowedMessage<'_>,
         verdict: Result<MetricEvent, DeadLetter>,
     ) -> Result<(), PipelineError> {
@@ -316,7 +326,7 @@ impl Worker<'_> {
             }
             Some(_) => {}
         }
-        self.counters(topic).consumed.inc();
+        counters.consumed.inc();
         self.outputs.begin(shell)?;
 
         let Shell {
@@ -356,9 +366,7 @@ impl Worker<'_> {
                         removed,
                         silenced,
                     } => {
-                        if let Some(counters) = self.counters.get(topic) {
-                            counters.applied.inc();
-                        }
+                        counters.applied.inc();
                         slot.mark_dirty(&lineage);
                         slot.dirty.extend(released);
                         for gone in removed {
