@@ -12,7 +12,7 @@ use driftwatch::codec::{schemas, Decoder, Encoder};
 use driftwatch::config::Config;
 use driftwatch::engine::state::PartitionState;
 use driftwatch::engine::EventOutcome;
-use driftwatch::model::MetricEvent;
+use driftwatch::model::{EventView, MetricEvent};
 use driftwatch::simulator::{Simulator, SimulatorConfig};
 
 const MODELS: usize = 1_000;
@@ -62,7 +62,7 @@ fn hot_path(c: &mut Criterion) {
                 |part| {
                     let mut requests = 0;
                     for (payload, record_time) in &input {
-                        let event = decoder.decode(payload).expect("decode");
+                        let event = decoder.decode_event(payload).expect("decode");
                         event.validate().expect("valid");
                         if let EventOutcome::Applied { requests: r, .. } =
                             engine.apply_record(part, &event, Some(*record_time))

@@ -28,6 +28,7 @@ pub fn read_events_file(path: &Path) -> Result<Vec<MetricEvent>, CodecError> {
 }
 
 fn read_ocf(path: &Path, bytes: &[u8]) -> Result<Vec<MetricEvent>, CodecError> {
+    super::limit_avro_allocations();
     let reader_schema = built_in_schema()?;
     let ocf_error = |index: Option<usize>| {
         move |source| CodecError::Ocf {

@@ -7,9 +7,11 @@
 //! [`FormatConfig`]; all schema parsing happens then (or, for schemas fetched
 //! from a Schema Registry, once per schema id), never per record.
 
+mod avro_bytes;
 mod decode;
 mod encode;
 mod error;
+mod event_reader;
 mod file;
 mod registry;
 mod snapshot;
@@ -44,6 +46,28 @@ pub mod schemas {
     pub const MODEL_SNAPSHOT_V3: &str = include_str!("../../schemas/model_snapshot_v3.avsc");
     /// The snapshot schema this build writes and reads into.
     pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V3;
+}
+
+/// The longest string and the largest array or map count apache-avro may
+/// allocate for while decoding one datum: 4 MiB (and 4 Mi items), far
+/// beyond any record driftwatch accepts. Its default (512 Mi, counted in
+/// items for arrays and maps) let one corrupt count reserve tens of
+/// gigabytes and abort the process, a poison pill that a restart reads
+/// again; the damaged-record property tests found it.
+pub const MAX_AVRO_ALLOCATION: usize = 4 << 20;
+
+/// Applies [`MAX_AVRO_ALLOCATION`]. The cap is process-wide and set by the
+/// first decode, so every decoder's constructor calls this before
+/// anything can be decoded.
+pub(crate) fn limit_avro_allocations() {
+    let cap = apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+    if cap != MAX_AVRO_ALLOCATION {
+        tracing::warn!(
+            cap,
+            wanted = MAX_AVRO_ALLOCATION,
+            "apache-avro's allocation cap was set before driftwatch's decoders"
+        );
+    }
 }
 
 /// Which wire format a topic carries.

@@ -507,7 +507,7 @@ proptest! {
         let schema = apache_avro::Schema::parse_str(crate::codec::schemas::MODEL_SNAPSHOT)
             .expect("schema");
         let datum = |frame: &[u8]| {
-            apache_avro::from_avro_datum(&schema, &mut &frame[5..], None).expect("a datum of the schema")
+            { crate::codec::limit_avro_allocations(); apache_avro::from_avro_datum(&schema, &mut &frame[5..], None) }.expect("a datum of the schema")
         };
         let mut part = PartitionState::default();
         for (i, ev) in events.iter().enumerate() {

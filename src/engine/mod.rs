@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use crate::detect::Level;
-use crate::model::{Action, MetricEvent, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
+use crate::model::{Action, EventView, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
 use detector::{DetectorSpec, Direction, Judgement};
 use policy::{Policy, PolicySet, RuleSpec, WindowSpec};
 use state::{InFlight, ModelState, PartitionState, PendingValues};
@@ -249,7 +249,7 @@ impl Engine {
     /// of the partition it was read from, as a replay does: with no record
     /// time, the clock-skew guard judges the event against the partition's
     /// stream time.
-    pub fn apply_event(&self, part: &mut PartitionState, event: &MetricEvent) -> EventOutcome {
+    pub fn apply_event(&self, part: &mut PartitionState, event: &impl EventView) -> EventOutcome {
         self.apply(part, event, None, None)
     }
 
@@ -259,7 +259,7 @@ impl Engine {
     pub fn apply_record(
         &self,
         part: &mut PartitionState,
-        event: &MetricEvent,
+        event: &impl EventView,
         record_time: Option<i64>,
     ) -> EventOutcome {
         self.apply(part, event, record_time, None)
@@ -270,21 +270,21 @@ impl Engine {
     pub fn apply_event_traced(
         &self,
         part: &mut PartitionState,
-        event: &MetricEvent,
+        event: &impl EventView,
         trace: Option<&mut Vec<Judged>>,
     ) -> EventOutcome {
         self.apply(part, event, None, trace)
     }
 
-    fn apply(
+    fn apply<E: EventView>(
         &self,
         part: &mut PartitionState,
-        event: &MetricEvent,
+        event: &E,
         record_time: Option<i64>,
         mut trace: Option<&mut Vec<Judged>>,
     ) -> EventOutcome {
         self.arm_unarmed(part);
-        let lineage = event.model.lineage();
+        let lineage = event.lineage();
         let generation = self.policies.generation();
         let cached = part
             .models
@@ -296,7 +296,7 @@ impl Engine {
         let Some(policy) = self.policies.get(policy_index) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
-        if self.is_future(part, event.timestamp, record_time) {
+        if self.is_future(part, event.timestamp(), record_time) {
             if let Some(model) = part.models.get_mut(&lineage) {
                 model.counters.future_events += 1;
             }
@@ -305,7 +305,7 @@ impl Engine {
         let lateness = self.limits.allowed_lateness_ms;
         if part
             .watermark(lateness)
-            .is_some_and(|w| event.timestamp < w)
+            .is_some_and(|w| event.timestamp() < w)
         {
             if let Some(model) = part.models.get_mut(&lineage) {
                 model.counters.late_events += 1;
@@ -315,7 +315,7 @@ impl Engine {
         if part
             .models
             .get(&lineage)
-            .is_some_and(|m| m.is_stale(event.model.version.as_ref(), event.timestamp))
+            .is_some_and(|m| m.is_stale(event.version(), event.timestamp()))
         {
             return EventOutcome::Skipped(SkipReason::StaleVersion);
         }
@@ -325,7 +325,7 @@ impl Engine {
         // models go silent or expire), this model included.
         let stream_time = part
             .stream_time
-            .map_or(event.timestamp, |t| t.max(event.timestamp));
+            .map_or(event.timestamp(), |t| t.max(event.timestamp()));
         part.stream_time = Some(stream_time);
         let watermark = stream_time.saturating_sub(lateness);
         let mut progress = Progress::default();
@@ -335,31 +335,28 @@ impl Engine {
         if new_model && part.models.len() >= self.limits.max_models_per_partition {
             self.evict_one(part, &mut progress);
         }
-        let model = part.models.entry(lineage.clone()).or_insert_with(|| {
-            Box::new(ModelState::new(
-                &event.model.project,
-                &event.model.name,
-                policy,
-            ))
-        });
+        let model = part
+            .models
+            .entry(lineage.clone())
+            .or_insert_with(|| Box::new(ModelState::new(event.project(), event.name(), policy)));
         // Another policy, or a new version of it (configuration reload).
         model.rebind(policy);
         model.policy_cache.set(generation, policy_index);
 
         // Version handling: a new version starts fresh (stragglers of a
         // superseded version were refused above).
-        match (&model.version, &event.model.version) {
+        match (&model.version, event.version()) {
             (_, None) => {}
             (None, Some(v)) if model.counters.events_applied == 0 => {
-                model.version = Some(v.clone());
+                model.version = Some(v.to_owned());
             }
             (Some(cur), Some(v)) if cur == v => {}
-            (_, Some(v)) => model.start_version(Some(v.clone()), Some(policy)),
+            (_, Some(v)) => model.start_version(Some(v.to_owned()), Some(policy)),
         }
 
         model.counters.events_applied += 1;
         let previous = model.last_event_at;
-        let last = previous.map_or(event.timestamp, |t| t.max(event.timestamp));
+        let last = previous.map_or(event.timestamp(), |t| t.max(event.timestamp()));
         model.last_event_at = Some(last);
 
         let values: PendingValues = policy
@@ -369,19 +366,19 @@ impl Engine {
             .collect();
         // Every event is heard (ending a silence, deferring expiry) at its
         // own event time, when the watermark reaches it.
-        if event.timestamp <= watermark {
+        if event.timestamp() <= watermark {
             // Everything up to the watermark is done and nothing else is
             // due at this time (always so without lateness): straight into
             // the windows.
             progress.requests.extend(self.process_sample(
                 model,
                 policy,
-                event.timestamp,
+                event.timestamp(),
                 &values,
                 trace,
             ));
         } else {
-            let key = (event.timestamp, part.next_seq);
+            let key = (event.timestamp(), part.next_seq);
             part.next_seq += 1;
             model.pending.insert(key, values);
             part.pending.insert(key, model.key.clone());

@@ -361,12 +361,12 @@ impl ModelState {
     /// True when an event of `version` at `timestamp` is a straggler of a
     /// version this model has moved past: a retired version, or an
     /// unknown one older than the model's latest event.
-    pub fn is_stale(&self, version: Option<&String>, timestamp: i64) -> bool {
+    pub fn is_stale(&self, version: Option<&str>, timestamp: i64) -> bool {
         match (&self.version, version) {
             (_, None) => false,
             (None, Some(_)) if self.counters.events_applied == 0 => false,
             (Some(cur), Some(v)) if cur == v => false,
-            (_, Some(v)) if self.retired_versions.contains(v) => true,
+            (_, Some(v)) if self.retired_versions.iter().any(|r| r == v) => true,
             (_, Some(_)) => self.last_event_at.is_some_and(|t| timestamp < t),
         }
     }

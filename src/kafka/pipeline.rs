@@ -28,7 +28,7 @@ use crate::codec::{schemas, Decoder};
 use crate::config::{Config, InputTopics, LatePolicy, Processing};
 use crate::engine::state::PartitionState;
 use crate::engine::{EventOutcome, Removed, SkipReason, StatusOutcome};
-use crate::model::{MetricEvent, RetrainStatus};
+use crate::model::{EventView, MetricEvent, MetricEventRef, RetrainStatus};
 use crate::telemetry::Metrics;
 use prometheus::IntCounter;
 
@@ -70,12 +70,9 @@ impl Shared {
 /// Most records polled into one batch.
 const MAX_BATCH: usize = 4_096;
 
-/// One polled record and what decoding it gave: an event, or the reason
-/// it goes to the dead-letter topic.
-struct Decoded<'c> {
-    msg: BorrowedMessage<'c>,
-    verdict: Result<MetricEvent, DeadLetter>,
-}
+/// What decoding one polled record gave: an event borrowing from the
+/// record, or the reason it goes to the dead-letter topic.
+type Verdict<'m> = Result<MetricEventRef<'m>, DeadLetter>;
 
 /// The counters of one input topic, resolved once (a label look-up per
 /// record costs more than the count).
@@ -113,15 +110,12 @@ impl Worker<'_> {
     fn poll_batch<'c>(
         &mut self,
         consumer: &'c BaseConsumer<PipelineContext>,
-    ) -> Result<Vec<Decoded<'c>>, PipelineError> {
+    ) -> Vec<BorrowedMessage<'c>> {
         let mut batch = Vec::new();
         let mut timeout = POLL_TIMEOUT;
         while batch.len() < MAX_BATCH {
             match consumer.poll(timeout) {
-                Some(Ok(msg)) => {
-                    let verdict = self.decode(&msg)?;
-                    batch.push(Decoded { msg, verdict });
-                }
+                Some(Ok(msg)) => batch.push(msg),
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -131,14 +125,24 @@ impl Worker<'_> {
             }
             timeout = Duration::ZERO;
         }
-        Ok(batch)
+        batch
+    }
+
+    /// Decodes a polled batch (outside the shell's lock), each event
+    /// borrowing from its record.
+    fn decode_batch<'m>(
+        &mut self,
+        batch: &'m [BorrowedMessage<'_>],
+    ) -> Result<Vec<Verdict<'m>>, PipelineError> {
+        batch.iter().map(|msg| self.decode(msg)).collect()
     }
 
     /// Applies a decoded batch under one lock of the shell.
     fn apply_batch(
         &mut self,
         shell: &mut Shell,
-        batch: Vec<Decoded<'_>>,
+        batch: &[BorrowedMessage<'_>],
+        verdicts: Vec<Verdict<'_>>,
     ) -> Result<(), PipelineError> {
         if batch.is_empty() {
             return Ok(());
@@ -148,16 +152,16 @@ impl Worker<'_> {
         // are made once per run.
         let mut tp: TopicPartition = (String::new(), -1);
         let mut counters: Option<TopicCounters> = None;
-        for record in batch {
-            if tp.1 != record.msg.partition() || tp.0 != record.msg.topic() {
-                tp = (record.msg.topic().to_owned(), record.msg.partition());
+        for (msg, verdict) in batch.iter().zip(verdicts) {
+            if tp.1 != msg.partition() || tp.0 != msg.topic() {
+                tp = (msg.topic().to_owned(), msg.partition());
                 counters = None;
             }
             let counters = match &counters {
                 Some(c) => c,
                 None => counters.insert(self.counters(&tp.0)),
             };
-            self.handle(shell, &tp, counters, &record.msg, record.verdict)?;
+            self.handle(shell, &tp, counters, msg, verdict)?;
         }
         self.metrics
             .processing_seconds
@@ -167,10 +171,7 @@ impl Worker<'_> {
 
     /// Decodes and validates one record. `Ok(Err(_))` is a record to
     /// dead-letter; `Err(_)` stops the pipeline (setup or transient failure).
-    fn decode(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-    ) -> Result<Result<MetricEvent, DeadLetter>, PipelineError> {
+    fn decode<'m>(&mut self, msg: &'m BorrowedMessage<'_>) -> Result<Verdict<'m>, PipelineError> {
         let topic = msg.topic();
         let Some(payload) = msg.payload() else {
             return Ok(Err(DeadLetter {
@@ -182,7 +183,7 @@ impl Worker<'_> {
             let decoder = Decoder::new(self.config.format_for_topic(topic), schemas::METRIC_EVENT)?;
             self.decoders.insert(topic.to_owned(), decoder);
         }
-        match self.decoders[topic].decode(payload) {
+        match self.decoders[topic].decode_event(payload) {
             Ok(event) => Ok(event.validate().map(|()| event).map_err(|e| DeadLetter {
                 kind: "invalid",
                 reason: e.to_string(),
@@ -222,7 +223,7 @@ impl Worker<'_> {
     fn skip_reason(
         &self,
         state: &PartitionState,
-        event: &MetricEvent,
+        event: &MetricEventRef<'_>,
         record_time: Option<i64>,
         reason: SkipReason,
     ) -> String {
@@ -312,7 +313,7 @@ impl Worker<'_> {
         tp: &TopicPartition,
         counters: &TopicCounters,
         msg: &BorrowedMessage<'_>,
-        verdict: Result<MetricEvent, DeadLetter>,
+        verdict: Verdict<'_>,
     ) -> Result<(), PipelineError> {
         let topic = msg.topic();
         let offset = msg.offset();
@@ -342,7 +343,7 @@ impl Worker<'_> {
         match verdict {
             Err(dead) => self.dead_letter(slot, msg, &dead)?,
             Ok(event) => {
-                let lineage = event.model.lineage();
+                let lineage = event.lineage();
                 if slot
                     .state
                     .model(&lineage)
@@ -726,9 +727,10 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
                 rewind(shared, &consumer)?;
             }
             restore_pending(shared, &consumer, &restorer, config.kafka.processing)?;
+            let batch = worker.poll_batch(&consumer);
             let applied = worker
-                .poll_batch(&consumer)
-                .and_then(|batch| worker.apply_batch(&mut shared.lock(), batch));
+                .decode_batch(&batch)
+                .and_then(|verdicts| worker.apply_batch(&mut shared.lock(), &batch, verdicts));
             if let Err(e) = applied {
                 shared.lock().failed = true;
                 return Err(e);

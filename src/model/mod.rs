@@ -7,6 +7,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod borrowed;
+
+pub use borrowed::{MetricEventRef, ModelRefView, Text};
+
 /// The metric name under which an event's inference error counts: 1.0 when the
 /// event carries an error message, 0.0 otherwise. A rule on this metric with
 /// the `mean` or `rate` aggregate watches the model's error rate.
@@ -122,87 +126,163 @@ pub enum InvalidEvent {
     Empty,
 }
 
+/// What the engine and the validation read of an event, whether it owns
+/// its strings ([`MetricEvent`]) or borrows them from the record it was
+/// decoded from ([`MetricEventRef`], the pipeline's hot path). Both give
+/// the same answers for the same event, so the engine decides the same.
+pub trait EventView {
+    fn project(&self) -> &str;
+    fn name(&self) -> &str;
+    fn version(&self) -> Option<&str>;
+    /// Event time in milliseconds since the Unix epoch.
+    fn timestamp(&self) -> i64;
+    /// The event carries an inference error message.
+    fn has_error(&self) -> bool;
+    /// The value of a metric the event carries (not the derived
+    /// [`INFERENCE_ERROR_METRIC`]; see [`EventView::value`]).
+    fn metric(&self, name: &str) -> Option<f64>;
+    /// The metrics, by name, each name once.
+    fn metrics(&self) -> impl Iterator<Item = (&str, f64)>;
+    fn metric_count(&self) -> usize;
+    /// The tags, by key, each key once.
+    fn tags(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn tag_count(&self) -> usize;
+
+    /// The lineage `project/name`: the Kafka record key and the unit of state.
+    fn lineage(&self) -> String {
+        format!("{}/{}", self.project(), self.name())
+    }
+
+    /// The value of `metric` carried by this event, including the derived
+    /// [`INFERENCE_ERROR_METRIC`].
+    fn value(&self, metric: &str) -> Option<f64> {
+        if metric == INFERENCE_ERROR_METRIC {
+            return Some(if self.has_error() { 1.0 } else { 0.0 });
+        }
+        self.metric(metric)
+    }
+
+    /// Checks what the schema cannot express. Invalid events go to the DLQ.
+    fn validate(&self) -> Result<(), InvalidEvent> {
+        validate(self)
+    }
+}
+
+fn validate<E: EventView + ?Sized>(event: &E) -> Result<(), InvalidEvent> {
+    if event.project().trim().is_empty() {
+        return Err(InvalidEvent::EmptyProject);
+    }
+    if event.name().trim().is_empty() {
+        return Err(InvalidEvent::EmptyName);
+    }
+    for (field, value) in [
+        ("model.project", event.project()),
+        ("model.name", event.name()),
+        ("model.version", event.version().unwrap_or("")),
+    ] {
+        if value.len() > MAX_ID_BYTES {
+            return Err(InvalidEvent::TooLong {
+                field,
+                len: value.len(),
+                max: MAX_ID_BYTES,
+            });
+        }
+    }
+    for part in [event.project(), event.name()] {
+        if part.contains('/') {
+            return Err(InvalidEvent::SlashInLineage(part.to_owned()));
+        }
+    }
+    if event.metric_count() > MAX_METRICS {
+        return Err(InvalidEvent::TooMany {
+            what: "metrics",
+            count: event.metric_count(),
+            max: MAX_METRICS,
+        });
+    }
+    if event.tag_count() > MAX_TAGS {
+        return Err(InvalidEvent::TooMany {
+            what: "tags",
+            count: event.tag_count(),
+            max: MAX_TAGS,
+        });
+    }
+    let labels = event
+        .metrics()
+        .map(|(k, _)| ("metric name", k.len()))
+        .chain(event.tags().map(|(k, _)| ("tag key", k.len())))
+        .chain(event.tags().map(|(_, v)| ("tag value", v.len())));
+    for (field, len) in labels {
+        if len > MAX_LABEL_BYTES {
+            return Err(InvalidEvent::TooLong {
+                field,
+                len,
+                max: MAX_LABEL_BYTES,
+            });
+        }
+    }
+    let timestamp = event.timestamp();
+    if timestamp < 0 {
+        return Err(InvalidEvent::NegativeTimestamp(timestamp));
+    }
+    if timestamp > MAX_TIMESTAMP_MS {
+        return Err(InvalidEvent::FarFutureTimestamp(timestamp));
+    }
+    if let Some((name, value)) = event.metrics().find(|(_, v)| !v.is_finite()) {
+        return Err(InvalidEvent::NonFiniteMetric {
+            name: name.to_owned(),
+            value,
+        });
+    }
+    if event.metric_count() == 0 && !event.has_error() {
+        return Err(InvalidEvent::Empty);
+    }
+    Ok(())
+}
+
 impl MetricEvent {
     /// Checks what the schema cannot express. Invalid events go to the DLQ.
     pub fn validate(&self) -> Result<(), InvalidEvent> {
-        if self.model.project.trim().is_empty() {
-            return Err(InvalidEvent::EmptyProject);
-        }
-        if self.model.name.trim().is_empty() {
-            return Err(InvalidEvent::EmptyName);
-        }
-        for (field, value) in [
-            ("model.project", self.model.project.as_str()),
-            ("model.name", self.model.name.as_str()),
-            ("model.version", self.model.version.as_deref().unwrap_or("")),
-        ] {
-            if value.len() > MAX_ID_BYTES {
-                return Err(InvalidEvent::TooLong {
-                    field,
-                    len: value.len(),
-                    max: MAX_ID_BYTES,
-                });
-            }
-        }
-        for part in [&self.model.project, &self.model.name] {
-            if part.contains('/') {
-                return Err(InvalidEvent::SlashInLineage(part.clone()));
-            }
-        }
-        if self.metrics.len() > MAX_METRICS {
-            return Err(InvalidEvent::TooMany {
-                what: "metrics",
-                count: self.metrics.len(),
-                max: MAX_METRICS,
-            });
-        }
-        if self.tags.len() > MAX_TAGS {
-            return Err(InvalidEvent::TooMany {
-                what: "tags",
-                count: self.tags.len(),
-                max: MAX_TAGS,
-            });
-        }
-        let labels = self
-            .metrics
-            .keys()
-            .map(|k| ("metric name", k.len()))
-            .chain(self.tags.keys().map(|k| ("tag key", k.len())))
-            .chain(self.tags.values().map(|v| ("tag value", v.len())));
-        for (field, len) in labels {
-            if len > MAX_LABEL_BYTES {
-                return Err(InvalidEvent::TooLong {
-                    field,
-                    len,
-                    max: MAX_LABEL_BYTES,
-                });
-            }
-        }
-        if self.timestamp < 0 {
-            return Err(InvalidEvent::NegativeTimestamp(self.timestamp));
-        }
-        if self.timestamp > MAX_TIMESTAMP_MS {
-            return Err(InvalidEvent::FarFutureTimestamp(self.timestamp));
-        }
-        if let Some((name, value)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
-            return Err(InvalidEvent::NonFiniteMetric {
-                name: name.clone(),
-                value: *value,
-            });
-        }
-        if self.metrics.is_empty() && self.error.is_none() {
-            return Err(InvalidEvent::Empty);
-        }
-        Ok(())
+        validate(self)
     }
 
     /// The value of `metric` carried by this event, including the derived
     /// [`INFERENCE_ERROR_METRIC`].
     pub fn value(&self, metric: &str) -> Option<f64> {
-        if metric == INFERENCE_ERROR_METRIC {
-            return Some(if self.error.is_some() { 1.0 } else { 0.0 });
-        }
-        self.metrics.get(metric).copied()
+        EventView::value(self, metric)
+    }
+}
+
+impl EventView for MetricEvent {
+    fn project(&self) -> &str {
+        &self.model.project
+    }
+    fn name(&self) -> &str {
+        &self.model.name
+    }
+    fn version(&self) -> Option<&str> {
+        self.model.version.as_deref()
+    }
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn has_error(&self) -> bool {
+        self.error.is_some()
+    }
+    fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).copied()
+    }
+    fn metrics(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+    fn metric_count(&self) -> usize {
+        self.metrics.len()
+    }
+    fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn tag_count(&self) -> usize {
+        self.tags.len()
     }
 }
 
