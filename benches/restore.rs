@@ -90,12 +90,12 @@ async fn run(bootstrap: &str, models: usize) {
     let mut deliveries = Vec::with_capacity(models);
     for (partition, state) in states.iter().enumerate() {
         for (lineage, model) in &state.models {
-            let policy = engine.policy_for(lineage);
+            let policy = engine.policy_for(lineage.as_str());
             let payload = codec
                 .encode(&ModelSnapshot::capture(model, policy, TICKS as i64))
                 .expect("encode");
             bytes += payload.len();
-            let key = Outputs::changelog_key(&kafka.metrics, lineage);
+            let key = Outputs::changelog_key(&kafka.metrics, lineage.as_str());
             let record = FutureRecord::to(&kafka.changelog)
                 .partition(partition as i32)
                 .key(&key)

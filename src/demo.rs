@@ -144,8 +144,8 @@ pub async fn run(
             let shell = shared.lock();
             for slot in shell.slots.values() {
                 for lineage in slot.state.models.keys() {
-                    if let Some(view) = shell.model_view(lineage) {
-                        models.insert(lineage.clone(), view);
+                    if let Some(view) = shell.model_view(lineage.as_str()) {
+                        models.insert(lineage.to_string(), view);
                     }
                 }
             }

@@ -16,9 +16,9 @@ fn snapshots(running: &Running) -> BTreeMap<String, ModelSnapshot> {
     let mut out = BTreeMap::new();
     for slot in shell.slots.values() {
         for (lineage, model) in &slot.state.models {
-            let policy = shell.engine.policy_for(lineage);
+            let policy = shell.engine.policy_for(lineage.as_str());
             out.insert(
-                lineage.clone(),
+                lineage.to_string(),
                 ModelSnapshot::capture(model, policy, model.input_offset),
             );
         }

@@ -48,7 +48,7 @@ fn round_trip(engine: &Engine, state: &PartitionState) -> PartitionState {
     let codec = SnapshotCodec::new().expect("codec");
     let mut restored = PartitionState::default();
     for (lineage, model) in &state.models {
-        let policy = engine.policy_for(lineage).expect("policy");
+        let policy = engine.policy_for(lineage.as_str()).expect("policy");
         let bytes = codec
             .encode(&ModelSnapshot::capture(model, Some(policy), 0))
             .expect("encode");

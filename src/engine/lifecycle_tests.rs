@@ -177,8 +177,10 @@ fn an_idle_model_expires_and_a_later_event_starts_it_afresh() {
         }]
     );
     assert!(!part.models.contains_key("p/a"));
-    assert!(part.by_last_seen.iter().all(|(_, l)| l.as_str() != "p/a"));
-    assert!(part.timer_of.keys().all(|l| l != "p/a"));
+    assert!(part
+        .by_last_seen
+        .entries()
+        .all(|(_, l)| l.as_str() != "p/a"));
     assert!(part.timers.iter().all(|(_, l)| l.as_str() != "p/a"));
     e.apply_event(&mut part, &acc("a", 61, 0.95));
     assert_eq!(part.models["p/a"].counters.events_applied, 1);
@@ -250,7 +252,7 @@ fn a_flood_of_new_keys_evicts_them_and_a_real_model_still_gets_its_request() {
     }
     assert!(evicted >= 5_000 - cap);
     assert!(part.models.contains_key("p/real"));
-    assert_eq!(part.by_last_seen.len(), part.models.len());
+    assert_eq!(part.by_last_seen.entries().count(), part.models.len());
     assert!(requests.iter().any(|r| r.model.lineage() == "p/real"));
 }
 
@@ -341,11 +343,11 @@ fn restart(engine: &Engine, part: &PartitionState) -> PartitionState {
         .models
         .iter()
         .map(|(lineage, model)| {
-            let policy = engine.policy_for(lineage).expect("policy");
+            let policy = engine.policy_for(lineage.as_str()).expect("policy");
             let snapshot = ModelSnapshot::capture(model, Some(policy), 0);
             let bytes = codec.encode(&snapshot).expect("encode");
             let read = codec.decode(&bytes).expect("decode");
-            (lineage.clone(), read.restore(policy))
+            (lineage.to_string(), read.restore(policy))
         })
         .collect();
     PartitionState::from_restored(models)
@@ -516,7 +518,8 @@ proptest! {
                 continue;
             }
             for (lineage, model) in &part.models {
-                let snapshot = ModelSnapshot::capture(model, e.policy_for(lineage), i as i64);
+                let snapshot =
+                    ModelSnapshot::capture(model, e.policy_for(lineage.as_str()), i as i64);
                 let direct = codec.encode(&snapshot).expect("direct encoding");
                 let reference = codec.encode_via_value(&snapshot).expect("generic encoding");
                 prop_assert_eq!(&direct[..5], &reference[..5]);

@@ -10,16 +10,17 @@ pub mod snapshot;
 pub mod state;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use crate::detect::Level;
 use crate::model::{Action, EventView, ModelRef, RetrainRequest, RetrainStatus, StatusKind};
 use detector::{DetectorSpec, Direction, Judgement};
 use policy::{Policy, PolicySet, RuleSpec, WindowSpec};
-use state::{InFlight, ModelState, PartitionState, PendingValues};
+use state::{InFlight, ModelKey, ModelState, PartitionState};
 use window::{Placement, WindowResult};
 
 /// Engine-wide limits.
@@ -100,7 +101,7 @@ pub enum EventOutcome {
         /// The model is new to this partition.
         new_model: bool,
         /// Other models whose state changed because the watermark advanced.
-        released: Vec<String>,
+        released: Vec<ModelKey>,
         /// Models removed: expired, or evicted to make room for this one.
         removed: Vec<Removed>,
         /// Models judged silent as the watermark advanced.
@@ -147,7 +148,7 @@ pub struct Silenced {
 #[derive(Default)]
 struct Progress {
     requests: Vec<RetrainRequest>,
-    changed: Vec<String>,
+    changed: Vec<ModelKey>,
     removed: Vec<Removed>,
     silenced: Vec<Silenced>,
 }
@@ -238,10 +239,10 @@ impl Engine {
 
     /// The policy that governs `model`: the one it remembers, if that
     /// belongs to this engine's policy set, else by matching its lineage.
-    fn policy_of(&self, model: &ModelState) -> Option<&Policy> {
+    pub fn policy_of(&self, model: &ModelState) -> Option<&Policy> {
         match model.policy_cache.get(self.policies.generation()) {
             Some(index) => self.policies.get(index),
-            None => self.policies.for_lineage(&model.lineage),
+            None => self.policies.for_lineage(model.lineage()),
         }
     }
 
@@ -281,67 +282,102 @@ impl Engine {
         part: &mut PartitionState,
         event: &E,
         record_time: Option<i64>,
-        mut trace: Option<&mut Vec<Judged>>,
+        trace: Option<&mut Vec<Judged>>,
     ) -> EventOutcome {
         self.arm_unarmed(part);
-        let lineage = event.lineage();
+        let mut lineage = std::mem::take(&mut part.lineage_buffer);
+        lineage.clear();
+        lineage.push_str(event.project());
+        lineage.push('/');
+        lineage.push_str(event.name());
+        let outcome = self.apply_to(part, &lineage, event, record_time, trace);
+        part.lineage_buffer = lineage;
+        outcome
+    }
+
+    /// [`Engine::apply`] for the model `lineage` (the event's): the model
+    /// is looked up once before the watermark advances and once after.
+    fn apply_to<E: EventView>(
+        &self,
+        part: &mut PartitionState,
+        lineage: &str,
+        event: &E,
+        record_time: Option<i64>,
+        mut trace: Option<&mut Vec<Judged>>,
+    ) -> EventOutcome {
+        let timestamp = event.timestamp();
         let generation = self.policies.generation();
-        let cached = part
-            .models
-            .get(&lineage)
-            .and_then(|m| m.policy_cache.get(generation));
-        let Some(policy_index) = cached.or_else(|| self.policies.index_for(&lineage)) else {
+        let known = part.models.get(lineage).map(|m| {
+            (
+                m.policy_cache.get(generation),
+                m.is_stale(event.version(), timestamp),
+            )
+        });
+        let cached = known.and_then(|(cached, _)| cached);
+        let Some(policy_index) = cached.or_else(|| self.policies.index_for(lineage)) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
         let Some(policy) = self.policies.get(policy_index) else {
             return EventOutcome::Skipped(SkipReason::NoPolicy);
         };
-        if self.is_future(part, event.timestamp(), record_time) {
-            if let Some(model) = part.models.get_mut(&lineage) {
+        if self.is_future(part, timestamp, record_time) {
+            if let Some(model) = part.models.get_mut(lineage) {
                 model.counters.future_events += 1;
             }
             return EventOutcome::Skipped(SkipReason::FutureTimestamp);
         }
         let lateness = self.limits.allowed_lateness_ms;
-        if part
-            .watermark(lateness)
-            .is_some_and(|w| event.timestamp() < w)
-        {
-            if let Some(model) = part.models.get_mut(&lineage) {
+        if part.watermark(lateness).is_some_and(|w| timestamp < w) {
+            if let Some(model) = part.models.get_mut(lineage) {
                 model.counters.late_events += 1;
             }
             return EventOutcome::Skipped(SkipReason::TooLate);
         }
-        if part
-            .models
-            .get(&lineage)
-            .is_some_and(|m| m.is_stale(event.version(), event.timestamp()))
-        {
+        if known.is_some_and(|(_, stale)| stale) {
             return EventOutcome::Skipped(SkipReason::StaleVersion);
         }
 
         // The event moves the stream time; everything due up to the new
         // watermark happens first, at its own event time (windows close,
         // models go silent or expire), this model included.
-        let stream_time = part
-            .stream_time
-            .map_or(event.timestamp(), |t| t.max(event.timestamp()));
+        let stream_time = part.stream_time.map_or(timestamp, |t| t.max(timestamp));
         part.stream_time = Some(stream_time);
         let watermark = stream_time.saturating_sub(lateness);
         let mut progress = Progress::default();
         self.advance(part, watermark, &mut progress, trace.as_deref_mut());
 
-        let new_model = !part.models.contains_key(&lineage);
-        if new_model && part.models.len() >= self.limits.max_models_per_partition {
-            self.evict_one(part, &mut progress);
+        // Only a removal (expiry, which may also start the model afresh)
+        // changes whether the model is held.
+        let held = if progress.removed.is_empty() {
+            known.is_some()
+        } else {
+            part.models.contains_key(lineage)
+        };
+        let new_model = !held;
+        if new_model {
+            if part.models.len() >= self.limits.max_models_per_partition {
+                self.evict_one(part, &mut progress);
+            }
+            let model = ModelState::with_key(ModelKey::new(lineage), policy);
+            part.models.insert(model.key.clone(), Box::new(model));
         }
-        let model = part
-            .models
-            .entry(lineage.clone())
-            .or_insert_with(|| Box::new(ModelState::new(event.project(), event.name(), policy)));
-        // Another policy, or a new version of it (configuration reload).
-        model.rebind(policy);
-        model.policy_cache.set(generation, policy_index);
+        let PartitionState {
+            models,
+            pending,
+            next_seq,
+            by_last_seen,
+            timers,
+            silent,
+            ..
+        } = part;
+        let Some(model) = models.get_mut(lineage) else {
+            return EventOutcome::Skipped(SkipReason::NoPolicy);
+        };
+        if model.policy_cache.get(generation) != Some(policy_index) {
+            // Another policy, or a new version of it (configuration reload).
+            model.rebind(policy);
+            model.policy_cache.set(generation, policy_index);
+        }
 
         // Version handling: a new version starts fresh (stragglers of a
         // superseded version were refused above).
@@ -356,39 +392,34 @@ impl Engine {
 
         model.counters.events_applied += 1;
         let previous = model.last_event_at;
-        let last = previous.map_or(event.timestamp(), |t| t.max(event.timestamp()));
-        model.last_event_at = Some(last);
+        model.last_event_at = Some(previous.map_or(timestamp, |t| t.max(timestamp)));
 
-        let values: PendingValues = policy
+        let values: SmallVec<[Option<f64>; 8]> = policy
             .rules
             .iter()
             .map(|rule| event.value(&rule.metric))
             .collect();
         // Every event is heard (ending a silence, deferring expiry) at its
         // own event time, when the watermark reaches it.
-        if event.timestamp() <= watermark {
+        if timestamp <= watermark {
             // Everything up to the watermark is done and nothing else is
             // due at this time (always so without lateness): straight into
             // the windows.
-            progress.requests.extend(self.process_sample(
-                model,
-                policy,
-                event.timestamp(),
-                &values,
-                trace,
-            ));
+            progress
+                .requests
+                .extend(self.process_sample(model, policy, timestamp, &values, trace));
         } else {
-            let key = (event.timestamp(), part.next_seq);
-            part.next_seq += 1;
-            model.pending.insert(key, values);
-            part.pending.insert(key, model.key.clone());
+            let key = (timestamp, *next_seq);
+            *next_seq += 1;
+            model.pending.insert(key, values.to_vec());
+            pending.insert(key, model.key.clone());
         }
-        part.touch(&lineage, previous, last);
-        self.rearm_under(part, &lineage, Some(policy));
-        part.sync_silent(&lineage);
+        state::touch(by_last_seen, model, previous);
+        self.rearm_model(timers, model, Some(policy));
+        state::sync_silent(silent, model);
 
         let mut released = progress.changed;
-        released.retain(|l| *l != lineage);
+        released.retain(|l| l.as_str() != lineage);
         released.sort_unstable();
         released.dedup();
         EventOutcome::Applied {
@@ -443,25 +474,36 @@ impl Engine {
         if part.unarmed.is_empty() {
             return;
         }
-        for lineage in std::mem::take(&mut part.unarmed) {
-            self.rearm(part, &lineage);
-            part.sync_silent(&lineage);
+        for key in std::mem::take(&mut part.unarmed) {
+            self.rearm(part, key.as_str());
         }
     }
 
-    /// Registers when `lineage` next needs the watermark.
+    /// Registers when `lineage` next needs the watermark, and whether it
+    /// is silent.
     fn rearm(&self, part: &mut PartitionState, lineage: &str) {
-        self.rearm_under(part, lineage, self.policies.for_lineage(lineage));
+        let PartitionState {
+            models,
+            timers,
+            silent,
+            ..
+        } = part;
+        if let Some(model) = models.get_mut(lineage) {
+            self.rearm_model(timers, model, self.policy_of(model));
+            state::sync_silent(silent, model);
+        }
     }
 
-    /// [`Engine::rearm`] when the caller already holds the model's policy
-    /// (the per-event path: no second glob match).
-    fn rearm_under(&self, part: &mut PartitionState, lineage: &str, policy: Option<&Policy>) {
-        let due = part
-            .models
-            .get(lineage)
-            .and_then(|m| self.next_due(m, policy));
-        part.set_timer(lineage, due);
+    /// Registers when `model`, governed by `policy`, next needs the
+    /// watermark.
+    fn rearm_model(
+        &self,
+        timers: &mut BTreeSet<(i64, ModelKey)>,
+        model: &mut ModelState,
+        policy: Option<&Policy>,
+    ) {
+        let due = self.next_due(model, policy);
+        state::set_timer(timers, model, due);
     }
 
     /// The earliest event time at which the watermark changes `model`
@@ -550,10 +592,15 @@ impl Engine {
         let Some((key, model_key)) = part.pending.pop_first() else {
             return;
         };
-        let lineage = model_key.as_str();
+        let PartitionState {
+            models,
+            timers,
+            silent,
+            ..
+        } = part;
         // Entries of a model that restarted (new version) or was removed
         // are gone.
-        let Some(model) = part.models.get_mut(lineage) else {
+        let Some(model) = models.get_mut(model_key.as_str()) else {
             return;
         };
         let Some(values) = model.pending.remove(&key) else {
@@ -567,8 +614,9 @@ impl Engine {
                 .requests
                 .extend(self.process_sample(model, policy, key.0, &values, trace));
         }
-        self.rearm_under(part, lineage, Some(policy));
-        progress.changed.push(lineage.to_owned());
+        self.rearm_model(timers, model, Some(policy));
+        state::sync_silent(silent, model);
+        progress.changed.push(model_key);
     }
 
     /// Runs the earliest timer: the model's windows ending then close, its
@@ -582,20 +630,22 @@ impl Engine {
         let Some((at, key)) = part.timers.pop_first() else {
             return;
         };
-        part.timer_of.remove(key.as_str());
-        self.run_timer_at(part, at, key.as_str().to_owned(), progress, trace);
+        if let Some(model) = part.models.get_mut(key.as_str()) {
+            model.timer = state::Derived(None);
+        }
+        self.run_timer_at(part, at, key, progress, trace);
     }
 
-    /// Runs what is due for `lineage` at `at` (its timer already taken).
+    /// Runs what is due for model `key` at `at` (its timer already taken).
     fn run_timer_at(
         &self,
         part: &mut PartitionState,
         at: i64,
-        lineage: String,
+        key: ModelKey,
         progress: &mut Progress,
         trace: Option<&mut Vec<Judged>>,
     ) {
-        let Some(model) = part.models.get_mut(&lineage) else {
+        let Some(model) = part.models.get_mut(key.as_str()) else {
             return;
         };
         let policy = self.policy_of(model);
@@ -622,7 +672,7 @@ impl Engine {
                         state.silent_since = Some(since);
                         silenced.push(k);
                         progress.silenced.push(Silenced {
-                            lineage: lineage.clone(),
+                            lineage: key.as_str().to_owned(),
                             rule: spec.name.clone(),
                             last_event_at: last,
                         });
@@ -639,31 +689,30 @@ impl Engine {
             }
         }
         if expire {
-            if let Some(old) = part.remove_model(&lineage) {
+            if let Some(old) = part.remove_model(key.as_str()) {
                 progress.removed.push(Removed {
-                    lineage: lineage.clone(),
+                    lineage: key.as_str().to_owned(),
                     cause: RemovalCause::Expired,
                     last_event_at: old.last_heard_at,
                 });
                 // Events after the expiry that wait for the watermark
                 // belong to the model's next life: it starts afresh.
                 if let (false, Some(policy)) = (old.pending.is_empty(), policy) {
-                    let mut fresh = ModelState::new(&old.project, &old.name, policy);
+                    let mut fresh = ModelState::with_key(old.key, policy);
                     fresh.version = old.version;
                     fresh.pending = old.pending;
                     fresh.last_event_at = old.last_event_at;
-                    if let Some(t) = fresh.last_event_at {
-                        part.touch(&lineage, None, t);
-                    }
-                    part.models.insert(lineage.clone(), Box::new(fresh));
-                    progress.changed.push(lineage);
+                    state::touch(&mut part.by_last_seen, &fresh, None);
+                    part.models.insert(key.clone(), Box::new(fresh));
+                    progress.changed.push(key);
                 }
             }
             return;
         }
-        self.rearm_under(part, &lineage, policy);
-        part.sync_silent(&lineage);
-        progress.changed.push(lineage);
+        let PartitionState { timers, silent, .. } = part;
+        self.rearm_model(timers, model, policy);
+        state::sync_silent(silent, model);
+        progress.changed.push(key);
     }
 
     /// Makes room for a new model at the partition's cap: removes the
@@ -671,14 +720,23 @@ impl Engine {
     /// a request in flight among the oldest few.
     fn evict_one(&self, part: &mut PartitionState, progress: &mut Progress) {
         let victim = {
-            let mut oldest = part.by_last_seen.iter().map(|(_, key)| key.as_str());
+            let PartitionState {
+                models,
+                by_last_seen,
+                ..
+            } = part;
+            let mut oldest = by_last_seen.oldest(models);
             let first = oldest.clone().next();
             oldest
                 .by_ref()
                 .take(EVICTION_SCAN)
-                .find(|l| part.models.get(*l).is_some_and(|m| m.in_flight.is_none()))
+                .find(|key| {
+                    models
+                        .get(key.as_str())
+                        .is_some_and(|m| m.in_flight.is_none())
+                })
                 .or(first)
-                .map(str::to_owned)
+                .map(|key| key.as_str().to_owned())
         };
         let Some(lineage) = victim else {
             return;
@@ -758,7 +816,7 @@ impl Engine {
             let ready = rule.evaluate(spec, window);
             if let (Some(trace), Some(last)) = (trace.as_deref_mut(), rule.last) {
                 trace.push(Judged {
-                    lineage: model.lineage.clone(),
+                    lineage: model.key.as_str().to_owned(),
                     rule: index,
                     window: last.window,
                     judgement: last.judgement,
@@ -862,8 +920,8 @@ impl Engine {
         fired.dedup();
 
         let model_ref = ModelRef {
-            project: model.project.clone(),
-            name: model.name.clone(),
+            project: model.project().to_owned(),
+            name: model.name().to_owned(),
             version: model.version.clone(),
         };
         let request_id = request_id(&model_ref, &fired, primary.window.start, triggered_at);
@@ -945,7 +1003,7 @@ impl Engine {
     pub fn apply_status(&self, part: &mut PartitionState, status: &RetrainStatus) -> StatusOutcome {
         self.arm_unarmed(part);
         let lineage = status.model.lineage();
-        let Some(model) = part.models.get_mut(&lineage) else {
+        let Some(model) = part.models.get_mut(lineage.as_str()) else {
             return StatusOutcome::UnknownModel;
         };
         let matches = model
@@ -967,7 +1025,7 @@ impl Engine {
 
     fn resolve(&self, model: &mut ModelState, status: StatusKind, new_version: Option<String>) {
         let issued_at = model.in_flight.take().map_or(i64::MIN, |f| f.issued_at);
-        let policy = self.policies.for_lineage(&model.lineage);
+        let policy = self.policy_of(model);
         if status == StatusKind::Failed {
             let backoff = policy.map_or(0, |p| p.failed_backoff_ms);
             if backoff > 0 {

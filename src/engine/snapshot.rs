@@ -213,8 +213,8 @@ impl ModelSnapshot {
                 .unwrap_or_default()
         };
         ModelSnapshot {
-            project: model.project.clone(),
-            name: model.name.clone(),
+            project: model.project().to_owned(),
+            name: model.name().to_owned(),
             version: model.version.clone(),
             retired_versions: model.retired_versions.iter().cloned().collect(),
             policy: model.policy.clone(),

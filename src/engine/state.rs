@@ -142,16 +142,36 @@ pub struct ModelCounters {
     pub request_timeouts: u64,
 }
 
-/// A model's lineage as the partition's ordered indexes hold it: shared,
-/// so an index entry costs no allocation, and ordered by a hash of the
-/// lineage before the lineage itself, so that models of the same event
-/// time (the common case: telemetry arrives in rounds) are told apart by
-/// one integer comparison, not a string comparison. The hash is 64-bit
-/// FNV-1a, fixed, so the order is the same in every run and build.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A model's lineage, held once and shared: the key of the partition's
+/// model table and of its indexes, so an index entry costs no allocation.
+/// Ordered by a hash of the lineage before the lineage itself, so that
+/// models of the same event time (the common case: telemetry arrives in
+/// rounds) are told apart by one integer comparison, not a string
+/// comparison. The hash is 64-bit FNV-1a, fixed, so the order is the
+/// same in every run and build. It hashes (for hash maps) as its lineage
+/// does, so a table keyed by it is looked up by `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ModelKey {
     hash: u64,
     lineage: Arc<str>,
+}
+
+impl std::hash::Hash for ModelKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.lineage.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ModelKey {
+    fn borrow(&self) -> &str {
+        &self.lineage
+    }
+}
+
+impl std::fmt::Display for ModelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lineage)
+    }
 }
 
 impl ModelKey {
@@ -169,6 +189,23 @@ impl ModelKey {
 
     pub fn as_str(&self) -> &str {
         &self.lineage
+    }
+
+    /// The project and the name (a lineage has one `/`: neither part may
+    /// contain one).
+    fn parts(&self) -> (&str, &str) {
+        self.lineage.split_once('/').unwrap_or((&self.lineage, ""))
+    }
+}
+
+/// Something the partition derives from a model and keeps beside it (an
+/// index entry): not state, so it never makes two models unequal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Derived<T>(pub T);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
@@ -198,13 +235,16 @@ impl PolicyCache {
 /// All state of one model (lineage `project/name`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelState {
-    pub lineage: String,
-    /// The lineage as the partition's indexes hold it.
+    /// The lineage (`project/name`), as the partition's table and indexes
+    /// hold it.
     pub key: ModelKey,
     /// The policy that governs it, by index in the engine's policy set.
     pub policy_cache: PolicyCache,
-    pub project: String,
-    pub name: String,
+    /// When the watermark next changes the model without an event of its
+    /// own (its entry in the partition's timers).
+    pub(crate) timer: Derived<Option<i64>>,
+    /// Listed among the partition's silent models.
+    pub(crate) listed_silent: Derived<bool>,
     pub version: Option<String>,
     pub retired_versions: VecDeque<String>,
     /// The pattern of the policy the rules below belong to.
@@ -234,14 +274,30 @@ pub struct ModelState {
 }
 
 impl ModelState {
+    /// The lineage `project/name`.
+    pub fn lineage(&self) -> &str {
+        self.key.as_str()
+    }
+
+    pub fn project(&self) -> &str {
+        self.key.parts().0
+    }
+
+    pub fn name(&self) -> &str {
+        self.key.parts().1
+    }
+
     pub fn new(project: &str, name: &str, policy: &Policy) -> Self {
-        let lineage = format!("{project}/{name}");
+        ModelState::with_key(ModelKey::new(&format!("{project}/{name}")), policy)
+    }
+
+    /// A fresh model of lineage `key` under `policy`.
+    pub fn with_key(key: ModelKey, policy: &Policy) -> Self {
         ModelState {
-            key: ModelKey::new(&lineage),
+            key,
             policy_cache: PolicyCache::default(),
-            lineage,
-            project: project.to_owned(),
-            name: name.to_owned(),
+            timer: Derived(None),
+            listed_silent: Derived(false),
             version: None,
             retired_versions: VecDeque::new(),
             policy: policy.pattern.clone(),
@@ -382,7 +438,7 @@ impl ModelState {
         let silence_specs = policy.map_or(&[][..], |p| p.silences.as_slice());
         let pending_samples = self.pending.len();
         ModelView {
-            model: self.lineage.clone(),
+            model: self.lineage().to_owned(),
             version: self.version.clone(),
             policy: self.policy.clone(),
             last_event_at: self.last_event_at,
@@ -485,11 +541,11 @@ pub struct RuleView {
 /// restore): models by last event time (the least recently seen is evicted
 /// at the cap), the time each model next needs the watermark (a window to
 /// close, silence, expiry), and which models are silent.
-/// A partition's models by lineage (a fast hash: looked up several times
+/// A partition's models by lineage (a fast hash: looked up once or twice
 /// per event). Boxed, so that growing the table moves pointers, not
 /// model states: at a million models a rehash of inline states was a
 /// fifth of the time.
-pub type ModelMap = FxHashMap<String, Box<ModelState>>;
+pub type ModelMap = FxHashMap<ModelKey, Box<ModelState>>;
 
 #[derive(Debug, Clone, Default)]
 pub struct PartitionState {
@@ -500,21 +556,24 @@ pub struct PartitionState {
     /// which model to release next when the watermark advances.
     pub(crate) pending: BTreeMap<(i64, u64), ModelKey>,
     pub(crate) next_seq: u64,
-    /// `(last event time, model)` of every model.
-    pub(crate) by_last_seen: BTreeSet<(i64, ModelKey)>,
+    /// The models by last event time, for eviction at the cap.
+    pub(crate) by_last_seen: LastSeen,
     /// `(due, model)`: when the watermark reaching `due` changes the
-    /// model without an event of its own.
+    /// model without an event of its own (each model's own entry is its
+    /// `timer`).
     pub(crate) timers: BTreeSet<(i64, ModelKey)>,
-    pub(crate) timer_of: FxHashMap<String, i64>,
     /// Models whose timers are not armed yet (restored, or rebound by a
     /// reload); the engine arms them before it applies anything.
-    pub(crate) unarmed: Vec<String>,
-    /// Lineages judged silent now.
-    pub(crate) silent: FxHashSet<String>,
+    pub(crate) unarmed: Vec<ModelKey>,
+    /// Models judged silent now.
+    pub(crate) silent: FxHashSet<ModelKey>,
     /// Times of the latest events refused for being far ahead of the
     /// stream time, while no event within the bound came (see
     /// `Engine::is_future`).
     pub(crate) future_streak: Vec<i64>,
+    /// Where the engine writes the lineage of the event it applies (no
+    /// allocation per event).
+    pub(crate) lineage_buffer: String,
 }
 
 /// Two partition states are equal when their models, stream time and
@@ -549,24 +608,26 @@ impl PartitionState {
 
     /// Adds a restored model: its pending samples rejoin the release order
     /// and its latest event time the stream time.
-    pub fn insert_restored(&mut self, model: ModelState) {
+    pub fn insert_restored(&mut self, mut model: ModelState) {
         for key in model.pending.keys() {
             self.pending.insert(*key, model.key.clone());
             self.next_seq = self.next_seq.max(key.1 + 1);
         }
         if let Some(t) = model.last_event_at {
             self.stream_time = Some(self.stream_time.map_or(t, |s| s.max(t)));
-            self.by_last_seen.insert((t, model.key.clone()));
         }
-        if model.is_silent() {
-            self.silent.insert(model.lineage.clone());
+        if let Some(old) = self.remove_model(model.lineage()) {
+            // Its waiting samples were re-listed above under the same key.
+            drop(old);
         }
-        self.unarmed.push(model.lineage.clone());
-        if let Some(old) = self.models.insert(model.lineage.clone(), Box::new(model)) {
-            if let Some(t) = old.last_event_at {
-                self.by_last_seen.remove(&(t, old.key));
-            }
+        model.timer = Derived(None);
+        model.listed_silent = Derived(false);
+        if let Some(t) = model.last_event_at {
+            self.by_last_seen.insert(t, &model.key);
         }
+        sync_silent(&mut self.silent, &mut model);
+        self.unarmed.push(model.key.clone());
+        self.models.insert(model.key.clone(), Box::new(model));
     }
 
     /// Samples waiting for the watermark, across models.
@@ -577,8 +638,8 @@ impl PartitionState {
     /// Models judged silent now, by the pattern of their policy.
     pub fn silent_by_policy(&self) -> BTreeMap<&str, u64> {
         let mut by_policy = BTreeMap::new();
-        for lineage in &self.silent {
-            if let Some(model) = self.models.get(lineage) {
+        for key in &self.silent {
+            if let Some(model) = self.models.get(key) {
                 *by_policy.entry(model.policy.as_str()).or_default() += 1;
             }
         }
@@ -591,76 +652,105 @@ impl PartitionState {
         self.unarmed = self.models.keys().cloned().collect();
     }
 
-    /// Records that `lineage`'s last event time moved from `old` to `new`.
-    pub(crate) fn touch(&mut self, lineage: &str, old: Option<i64>, new: i64) {
-        if old == Some(new) {
-            return;
-        }
-        let key = self.key_of(lineage);
-        if let Some(t) = old {
-            self.by_last_seen.remove(&(t, key.clone()));
-        }
-        self.by_last_seen.insert((new, key));
-    }
-
-    /// The index key of `lineage` (the model's own, when it is held).
-    fn key_of(&self, lineage: &str) -> ModelKey {
-        self.models
-            .get(lineage)
-            .map_or_else(|| ModelKey::new(lineage), |m| m.key.clone())
-    }
-
-    /// Registers when `lineage` next needs the watermark (`None`: never).
-    pub(crate) fn set_timer(&mut self, lineage: &str, due: Option<i64>) {
-        let current = self.timer_of.get(lineage).copied();
-        if current == due {
-            return;
-        }
-        let key = self.key_of(lineage);
-        if let Some(t) = current {
-            self.timers.remove(&(t, key.clone()));
-        }
-        match due {
-            Some(t) => {
-                self.timers.insert((t, key));
-                match self.timer_of.get_mut(lineage) {
-                    Some(due) => *due = t,
-                    None => {
-                        self.timer_of.insert(lineage.to_owned(), t);
-                    }
-                }
-            }
-            None => {
-                self.timer_of.remove(lineage);
-            }
-        }
-    }
-
-    /// Keeps the set of silent models in step with `lineage`'s state.
-    pub(crate) fn sync_silent(&mut self, lineage: &str) {
-        match self.models.get(lineage) {
-            Some(model) if model.is_silent() => {
-                if !self.silent.contains(lineage) {
-                    self.silent.insert(lineage.to_owned());
-                }
-            }
-            _ => {
-                self.silent.remove(lineage);
-            }
-        }
-    }
-
     /// Removes a model and every index entry of it. Its samples still
     /// waiting in the release order are skipped when their turn comes.
     pub(crate) fn remove_model(&mut self, lineage: &str) -> Option<ModelState> {
         let model = self.models.remove(lineage)?;
         if let Some(t) = model.last_event_at {
-            self.by_last_seen.remove(&(t, model.key.clone()));
+            self.by_last_seen.remove(t, &model.key);
         }
-        if let Some(t) = self.timer_of.remove(lineage) {
+        if let Some(t) = model.timer.0 {
             self.timers.remove(&(t, model.key.clone()));
         }
         self.silent.remove(lineage);
         Some(*model)
     }
+}
+
+/// Records that `model`'s last event time moved from `old` to its
+/// current one.
+pub(crate) fn touch(by_last_seen: &mut LastSeen, model: &ModelState, old: Option<i64>) {
+    let Some(new) = model.last_event_at else {
+        return;
+    };
+    if old == Some(new) {
+        return;
+    }
+    if let Some(t) = old {
+        by_last_seen.remove(t, &model.key);
+    }
+    by_last_seen.insert(new, &model.key);
+}
+
+/// `(last event time, model)` of every model, ordered: the least recently
+/// seen is evicted at the cap. Built when a partition first needs an
+/// eviction and kept from then on; below the cap nothing asks for it,
+/// and keeping it costs two tree updates per event.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LastSeen(Option<BTreeSet<(i64, ModelKey)>>);
+
+impl LastSeen {
+    fn insert(&mut self, t: i64, key: &ModelKey) {
+        if let Some(set) = &mut self.0 {
+            set.insert((t, key.clone()));
+        }
+    }
+
+    fn remove(&mut self, t: i64, key: &ModelKey) {
+        if let Some(set) = &mut self.0 {
+            set.remove(&(t, key.clone()));
+        }
+    }
+
+    /// The models, least recently seen first (building the index from
+    /// `models` the first time).
+    pub(crate) fn oldest(&mut self, models: &ModelMap) -> impl Iterator<Item = &ModelKey> + Clone {
+        self.0
+            .get_or_insert_with(|| {
+                models
+                    .values()
+                    .filter_map(|m| Some((m.last_event_at?, m.key.clone())))
+                    .collect()
+            })
+            .iter()
+            .map(|(_, key)| key)
+    }
+
+    /// The entries, once built.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &(i64, ModelKey)> {
+        self.0.iter().flatten()
+    }
+}
+
+/// Registers when `model` next needs the watermark (`None`: never).
+pub(crate) fn set_timer(
+    timers: &mut BTreeSet<(i64, ModelKey)>,
+    model: &mut ModelState,
+    due: Option<i64>,
+) {
+    if model.timer.0 == due {
+        return;
+    }
+    if let Some(t) = model.timer.0 {
+        timers.remove(&(t, model.key.clone()));
+    }
+    if let Some(t) = due {
+        timers.insert((t, model.key.clone()));
+    }
+    model.timer = Derived(due);
+}
+
+/// Keeps the set of silent models in step with `model`'s state.
+pub(crate) fn sync_silent(silent: &mut FxHashSet<ModelKey>, model: &mut ModelState) {
+    let is_silent = model.is_silent();
+    if model.listed_silent.0 == is_silent {
+        return;
+    }
+    if is_silent {
+        silent.insert(model.key.clone());
+    } else {
+        silent.remove(&model.key);
+    }
+    model.listed_silent = Derived(is_silent);
 }

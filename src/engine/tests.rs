@@ -341,7 +341,7 @@ fn unmatched_models_are_counted_and_at_the_cap_the_least_recently_seen_is_evicte
         }
         other => panic!("not applied: {other:?}"),
     }
-    let mut kept: Vec<&String> = part.models.keys().collect();
+    let mut kept: Vec<&str> = part.models.keys().map(|k| k.as_str()).collect();
     kept.sort();
     assert_eq!(kept, ["fraud/n", "fraud/o"]);
 }

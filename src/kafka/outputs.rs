@@ -292,22 +292,23 @@ impl Outputs {
         } = shell;
         for (tp, slot) in slots.iter_mut() {
             let offset = slot.processed_next.unwrap_or(0);
-            for lineage in std::mem::take(&mut slot.dirty) {
-                let Some(model) = slot.state.models.get_mut(&lineage) else {
+            for key in std::mem::take(&mut slot.dirty) {
+                let lineage = key.as_str();
+                let Some(model) = slot.state.models.get_mut(lineage) else {
                     continue;
                 };
-                let policy = engine.policy_for(&lineage);
+                let policy = engine.policy_of(model);
                 model.input_offset = offset;
                 let payload = self
                     .snapshots
                     .encode(&ModelSnapshot::capture(model, policy, offset))?;
-                let key = Self::changelog_key(&tp.0, &lineage);
+                let key = Self::changelog_key(&tp.0, lineage);
                 if payload.len() + key.len() > self.record_budget {
-                    slot.state.remove_model(&lineage);
-                    owners.forget(&lineage, tp);
-                    sent.push(self.send_tombstone(tp, &lineage, offset)?);
+                    slot.state.remove_model(lineage);
+                    owners.forget(lineage, tp);
+                    sent.push(self.send_tombstone(tp, lineage, offset)?);
                     dropped.push(SnapshotOutcome::TooLarge {
-                        lineage,
+                        lineage: lineage.to_owned(),
                         bytes: payload.len(),
                     });
                     continue;

@@ -26,7 +26,7 @@ use super::shell::{lock, Ownership, Shell, Slot, TopicPartition};
 use super::{admin, client, PipelineError};
 use crate::codec::{schemas, Decoder};
 use crate::config::{Config, InputTopics, LatePolicy, Processing};
-use crate::engine::state::PartitionState;
+use crate::engine::state::{ModelKey, PartitionState};
 use crate::engine::{EventOutcome, Removed, SkipReason, StatusOutcome};
 use crate::model::{EventView, MetricEvent, MetricEventRef, RetrainStatus};
 use crate::telemetry::Metrics;
@@ -294,11 +294,11 @@ impl Worker<'_> {
             .inc();
         tracing::info!(model = %gone.lineage, cause = gone.cause.as_str(), last_event_at = ?gone.last_event_at,
             partition = tp.1, "model state removed");
-        if slot.state.models.contains_key(&gone.lineage) {
+        if slot.state.models.contains_key(gone.lineage.as_str()) {
             // Removed and started afresh by this very event: its snapshot
             // follows the tombstone at the next commit.
         } else {
-            slot.dirty.remove(&gone.lineage);
+            slot.dirty.remove(gone.lineage.as_str());
             owners.forget(&gone.lineage, tp);
         }
         let next = slot.processed_next.unwrap_or(0);
@@ -399,7 +399,7 @@ impl Worker<'_> {
                         }
                     }
                     EventOutcome::Skipped(reason) => {
-                        if slot.state.models.contains_key(&lineage) {
+                        if slot.state.models.contains_key(lineage.as_str()) {
                             slot.mark_dirty(&lineage); // its late or future counter
                         }
                         let engine_limits = &self.config.engine;
@@ -490,9 +490,9 @@ fn restore_pending(
         slot.state = PartitionState::from_restored(models);
         slot.restoring = false;
         let refetch_from = slot.refetch_from.take();
-        let lineages: Vec<String> = slot.state.models.keys().cloned().collect();
+        let lineages: Vec<ModelKey> = slot.state.models.keys().cloned().collect();
         for lineage in lineages {
-            if let Ownership::Split { other } = shell.owners.claim(&lineage, &tp) {
+            if let Ownership::Split { other } = shell.owners.claim(lineage.as_str(), &tp) {
                 shared.metrics.model_split.inc();
                 tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1, "model restored on two partitions");
             }
@@ -643,7 +643,7 @@ pub fn apply_status(shell: &mut Shell, status: RetrainStatus) -> &'static str {
     let outcome = match owner.and_then(|tp| shell.slots.get_mut(&tp)) {
         Some(slot) => match shell.engine.apply_status(&mut slot.state, &status) {
             StatusOutcome::Applied => {
-                slot.dirty.insert(lineage);
+                slot.mark_dirty(&lineage);
                 "applied"
             }
             StatusOutcome::NotInFlight => "not_in_flight",

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rdkafka::producer::DeliveryFuture;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::engine::state::{ModelView, PartitionState};
+use crate::engine::state::{ModelKey, ModelView, PartitionState};
 use crate::engine::Engine;
 use crate::model::RetrainStatus;
 use crate::telemetry::Metrics;
@@ -42,7 +42,7 @@ pub struct Slot {
     pub committed_next: Option<i64>,
     pub pending: Vec<PendingOutput>,
     /// Models changed since their last snapshot.
-    pub dirty: FxHashSet<String>,
+    pub dirty: FxHashSet<ModelKey>,
     /// The first offset polled (and set aside) while restoring: librdkafka
     /// may fetch a partition before the pause on assignment takes effect,
     /// and those records must be read again once the state is back.
@@ -64,7 +64,11 @@ impl Slot {
     /// it already is).
     pub fn mark_dirty(&mut self, lineage: &str) {
         if !self.dirty.contains(lineage) {
-            self.dirty.insert(lineage.to_owned());
+            let key = match self.state.models.get_key_value(lineage) {
+                Some((key, _)) => key.clone(),
+                None => ModelKey::new(lineage),
+            };
+            self.dirty.insert(key);
         }
     }
 
@@ -154,9 +158,9 @@ impl Owners {
         let Some(index) = self.find(tp) else {
             return;
         };
-        for lineage in state.models.keys() {
-            if self.by_lineage.get(lineage) == Some(&index) {
-                self.by_lineage.remove(lineage);
+        for key in state.models.keys() {
+            if self.by_lineage.get(key.as_str()) == Some(&index) {
+                self.by_lineage.remove(key.as_str());
             }
         }
     }
@@ -229,12 +233,12 @@ impl Shell {
         self.engine = engine;
         let mut moved = 0;
         for slot in self.slots.values_mut() {
-            for (lineage, model) in slot.state.models.iter_mut() {
-                let Some(policy) = self.engine.policy_for(lineage) else {
+            for (key, model) in slot.state.models.iter_mut() {
+                let Some(policy) = self.engine.policy_for(key.as_str()) else {
                     continue;
                 };
                 if model.rebind(policy) {
-                    slot.dirty.insert(lineage.clone());
+                    slot.dirty.insert(key.clone());
                     moved += 1;
                 }
             }

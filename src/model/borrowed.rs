@@ -73,6 +73,11 @@ impl<V> Default for Entries<'_, V> {
 impl<'a, V> Entries<'a, V> {
     /// Entries in arrival order, sorted and deduplicated (last wins).
     pub fn from_arrivals(mut entries: SmallVec<[(Text<'a>, V); 4]>) -> Self {
+        if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            // Already in order, each name once (what serde and Avro
+            // writers of a sorted map write).
+            return Entries(entries);
+        }
         // Stable: among equal names the arrival order stays, so the last
         // of each run is the one a map keeps.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
