@@ -869,3 +869,18 @@ fn a_reload_names_the_sections_that_need_a_restart() {
         ["[kafka]", "[format]", "engine.late_events"]
     );
 }
+
+#[test]
+fn the_group_consumer_refetches_soon_after_its_queue_drains_unless_told_otherwise() {
+    use driftwatch::kafka::client;
+    let config = Config::from_toml_str(MINIMAL).expect("valid");
+    let consumer = client::group_consumer(&config.kafka);
+    assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("20"));
+    let toml = MINIMAL.replace(
+        "input_topics = [\"model-metrics\"]",
+        "input_topics = [\"model-metrics\"]\nproperties = { \"fetch.queue.backoff.ms\" = \"500\" }",
+    );
+    let config = Config::from_toml_str(&toml).expect("valid");
+    let consumer = client::group_consumer(&config.kafka);
+    assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("500"));
+}

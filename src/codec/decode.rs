@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{MetricEvent, MetricEventRef};
 
-use super::event_reader;
 use super::registry::{Registry, SchemaSource, WriterSchema};
 use super::{config_error, parse_schema, CodecError, DecodeError, FormatConfig, FormatKind};
+use super::{event_reader, json_reader};
 
 const CONFLUENT_MAGIC: u8 = 0;
 
@@ -211,15 +211,18 @@ fn confluent_route(payload: &[u8]) -> Result<Route<'_>, DecodeError> {
 
 impl Decoder<MetricEvent> {
     /// Decodes one MetricEvent, borrowing its strings from `payload`: the
-    /// pipeline's hot path. JSON goes through serde_json into the
-    /// borrowed type; Avro written with the built-in schema through a
+    /// pipeline's hot path. JSON in the plain form goes through a reader
+    /// specialised to it, other JSON through serde_json into the borrowed
+    /// type; Avro written with the built-in schema through a
     /// reader specialised to it. Anything those do not take (an error, an
     /// Avro datum of another writer schema or layout) is decoded by
     /// [`Decoder::decode`], whose answer stands: so both give the same
     /// event, or the same error, for every record.
     pub fn decode_event<'p>(&self, payload: &'p [u8]) -> Result<MetricEventRef<'p>, DecodeError> {
         let fast = match self.route(payload)? {
-            Route::Json | Route::JsonOrPlain => serde_json::from_slice(payload).ok(),
+            Route::Json | Route::JsonOrPlain => {
+                json_reader::read_event(payload).or_else(|| serde_json::from_slice(payload).ok())
+            }
             Route::Plain => match &self.plain {
                 Some(writer) if self.builtin_reader && !writer.resolve => {
                     event_reader::read_event(payload)
@@ -449,8 +452,13 @@ mod tests {
                 let (fast, generic) = both(&json_decoder(), &json);
                 prop_assert_eq!(&fast, &generic);
                 if generic.is_ok() {
-                    // The borrowed path took it, not the fallback.
+                    // A borrowed path took it, not the fallback: the
+                    // specialised reader unless a string needed an escape.
                     prop_assert!(serde_json::from_slice::<MetricEventRef>(&json).is_ok());
+                    prop_assert!(
+                        json_reader::read_event(&json).is_some() || json.contains(&b'\\'),
+                        "{}", String::from_utf8_lossy(&json)
+                    );
                 }
 
                 let confluent = confluent_bytes(&event);
@@ -475,6 +483,14 @@ mod tests {
                 let json = damage(serde_json::to_vec(&event).unwrap(), at, byte, how);
                 let (fast, generic) = both_text(&json_decoder(), &json);
                 prop_assert_eq!(fast, generic);
+                // What the specialised reader takes, serde_json takes alike.
+                if let Some(read) = json_reader::read_event(&json) {
+                    let generic = json_decoder().decode(&json).map_err(|e| e.to_string());
+                    prop_assert_eq!(
+                        format!("{:?}", Ok::<_, String>(read.to_owned_event())),
+                        format!("{generic:?}")
+                    );
+                }
 
                 let confluent = damage(confluent_bytes(&event), at, byte, how);
                 let (fast, generic) = both_text(&avro_decoder(), &confluent);

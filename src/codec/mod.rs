@@ -13,6 +13,7 @@ mod encode;
 mod error;
 mod event_reader;
 mod file;
+mod json_reader;
 mod registry;
 mod snapshot;
 mod snapshot_reader;
