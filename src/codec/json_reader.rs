@@ -17,7 +17,13 @@ use crate::model::{MetricEventRef, ModelRefView, Text};
 
 /// The event in `json`, or `None` when it is not in the plain form.
 pub(super) fn read_event(json: &[u8]) -> Option<MetricEventRef<'_>> {
-    let mut r = Reader { bytes: json, at: 0 };
+    // Valid UTF-8 as a whole (one pass), so every string between quotes is.
+    let text = std::str::from_utf8(json).ok()?;
+    let mut r = Reader {
+        text,
+        bytes: json,
+        at: 0,
+    };
     let mut model = None;
     let mut timestamp = None;
     let mut metrics = None;
@@ -60,6 +66,8 @@ pub(super) fn read_event(json: &[u8]) -> Option<MetricEventRef<'_>> {
 }
 
 struct Reader<'a> {
+    /// The whole record, checked to be UTF-8.
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
@@ -115,7 +123,8 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.at = end + 1;
-        std::str::from_utf8(&self.bytes[start..end]).ok()
+        // Both ends are at ASCII quotes: character boundaries.
+        self.text.get(start..end)
     }
 
     fn text(&mut self) -> Option<Text<'a>> {
@@ -199,8 +208,7 @@ impl<'a> Reader<'a> {
                 return None;
             }
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-        Some((text, integer))
+        Some((self.text.get(start..self.at)?, integer))
     }
 
     /// An integer that fits an `i64` (not `-0`, which serde_json reads
