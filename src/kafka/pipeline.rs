@@ -95,6 +95,8 @@ struct Worker<'a> {
     outputs: &'a Outputs,
     decoders: FxHashMap<String, Decoder<MetricEvent>>,
     counters: FxHashMap<String, TopicCounters>,
+    /// The lineage of the record being handled.
+    lineage: String,
 }
 
 impl Worker<'_> {
@@ -353,10 +355,16 @@ impl Worker<'_> {
         match verdict {
             Err(dead) => self.dead_letter(slot, msg, &dead)?,
             Ok(event) => {
-                let lineage = event.lineage();
+                // The lineage is written into the worker's buffer: no
+                // allocation per record.
+                self.lineage.clear();
+                self.lineage.push_str(event.project());
+                self.lineage.push('/');
+                self.lineage.push_str(event.name());
+                let lineage = self.lineage.as_str();
                 if slot
                     .state
-                    .model(&lineage)
+                    .model(lineage)
                     .is_some_and(|m| offset < m.input_offset)
                 {
                     // Already reflected in the restored snapshot (at-least-once restart).
@@ -367,7 +375,7 @@ impl Worker<'_> {
                     slot.processed_next = Some(offset + 1);
                     return Ok(());
                 }
-                self.check_key(slot, msg, &lineage);
+                self.check_key(slot, msg, lineage);
                 let record_time = msg.timestamp().to_millis();
                 match engine.apply_record(&mut slot.state, &event, record_time) {
                     EventOutcome::Applied {
@@ -378,7 +386,7 @@ impl Worker<'_> {
                         silenced,
                     } => {
                         counters.applied.inc();
-                        slot.mark_dirty(&lineage);
+                        slot.mark_dirty(lineage);
                         slot.dirty.extend(released);
                         for gone in removed {
                             self.remove_model(slot, owners, tp, &gone)?;
@@ -388,7 +396,7 @@ impl Worker<'_> {
                                 partition = tp.1, "model went silent");
                         }
                         if new_model {
-                            if let Ownership::Split { other } = owners.claim(&lineage, tp) {
+                            if let Ownership::Split { other } = owners.claim(lineage, tp) {
                                 self.metrics.model_split.inc();
                                 tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1,
                                     "model seen on two partitions: producers must key telemetry by project/name");
@@ -409,8 +417,8 @@ impl Worker<'_> {
                         }
                     }
                     EventOutcome::Skipped(reason) => {
-                        if slot.state.models.contains_key(lineage.as_str()) {
-                            slot.mark_dirty(&lineage); // its late or future counter
+                        if slot.state.models.contains_key(lineage) {
+                            slot.mark_dirty(lineage); // its late or future counter
                         }
                         let engine_limits = &self.config.engine;
                         let policy = match reason {
@@ -715,6 +723,7 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
         outputs: &outputs,
         decoders: FxHashMap::default(),
         counters: FxHashMap::default(),
+        lineage: String::new(),
     };
     tracing::info!(group = %config.kafka.group_id, processing = ?config.kafka.processing, "pipeline started");
     started();
