@@ -286,10 +286,7 @@ impl Engine {
     ) -> EventOutcome {
         self.arm_unarmed(part);
         let mut lineage = std::mem::take(&mut part.lineage_buffer);
-        lineage.clear();
-        lineage.push_str(event.project());
-        lineage.push('/');
-        lineage.push_str(event.name());
+        event.write_lineage(&mut lineage);
         let outcome = self.apply_to(part, &lineage, event, record_time, trace);
         part.lineage_buffer = lineage;
         outcome

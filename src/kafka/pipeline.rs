@@ -357,10 +357,7 @@ impl Worker<'_> {
             Ok(event) => {
                 // The lineage is written into the worker's buffer: no
                 // allocation per record.
-                self.lineage.clear();
-                self.lineage.push_str(event.project());
-                self.lineage.push('/');
-                self.lineage.push_str(event.name());
+                event.write_lineage(&mut self.lineage);
                 let lineage = self.lineage.as_str();
                 if slot
                     .state

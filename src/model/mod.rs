@@ -150,7 +150,18 @@ pub trait EventView {
 
     /// The lineage `project/name`: the Kafka record key and the unit of state.
     fn lineage(&self) -> String {
-        format!("{}/{}", self.project(), self.name())
+        let mut lineage = String::new();
+        self.write_lineage(&mut lineage);
+        lineage
+    }
+
+    /// Writes the lineage into `out` (cleared first): a reused buffer
+    /// makes it without an allocation.
+    fn write_lineage(&self, out: &mut String) {
+        out.clear();
+        out.push_str(self.project());
+        out.push('/');
+        out.push_str(self.name());
     }
 
     /// The value of `metric` carried by this event, including the derived
