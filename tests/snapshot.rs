@@ -133,6 +133,11 @@ fn a_version_3_snapshot_restores_and_continues() {
     restores_and_continues(3);
 }
 
+#[test]
+fn a_version_4_snapshot_restores_and_continues() {
+    restores_and_continues(4);
+}
+
 /// The committed fixture of snapshot `version` decodes, restores under the
 /// current code and continues as uninterrupted processing does.
 fn restores_and_continues(version: u8) {
@@ -150,12 +155,18 @@ fn restores_and_continues(version: u8) {
     assert_eq!(snapshot.lineage(), FIXTURE_MODEL);
     assert_eq!(snapshot.input_offset, 1234);
     assert_eq!(snapshot.version.as_deref(), Some("v1"));
-    let names: Vec<&str> = snapshot.rules.iter().map(|r| r.rule.as_str()).collect();
-    assert_eq!(names, ["accuracy-drop", "error-rate", "latency-p95"]);
-
-    // Continuing from the v1 snapshot gives what uninterrupted processing gives.
     let engine = engine();
     let policy = engine.policy_for(FIXTURE_MODEL).expect("policy");
+    if version < 4 {
+        let names: Vec<&str> = snapshot.rules.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(names, ["accuracy-drop", "error-rate", "latency-p95"]);
+    } else {
+        // Version 4 keys rules by the id of their definition.
+        let ids: Vec<u64> = snapshot.rules.iter().map(|r| r.id as u64).collect();
+        assert_eq!(ids, policy.fingerprints().rule_ids);
+    }
+
+    // Continuing from the snapshot gives what uninterrupted processing gives.
     let mut restored = PartitionState::default();
     restored.insert_restored(snapshot.restore(policy));
     let mut uninterrupted = fixture_state();

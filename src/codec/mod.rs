@@ -45,8 +45,10 @@ pub mod schemas {
     pub const MODEL_SNAPSHOT_V2: &str = include_str!("../../schemas/model_snapshot_v2.avsc");
     /// Version 3: the state of silence rules.
     pub const MODEL_SNAPSHOT_V3: &str = include_str!("../../schemas/model_snapshot_v3.avsc");
+    /// Version 4: compact windows, definitions by id, counters as fields.
+    pub const MODEL_SNAPSHOT_V4: &str = include_str!("../../schemas/model_snapshot_v4.avsc");
     /// The snapshot schema this build writes and reads into.
-    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V3;
+    pub const MODEL_SNAPSHOT: &str = MODEL_SNAPSHOT_V4;
 }
 
 /// The longest string and the largest array or map count apache-avro may

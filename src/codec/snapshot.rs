@@ -27,6 +27,7 @@ impl SnapshotCodec {
                     (1, schemas::MODEL_SNAPSHOT_V1),
                     (2, schemas::MODEL_SNAPSHOT_V2),
                     (3, schemas::MODEL_SNAPSHOT_V3),
+                    (4, schemas::MODEL_SNAPSHOT_V4),
                 ],
                 schemas::MODEL_SNAPSHOT,
             )?,
@@ -88,8 +89,8 @@ mod tests {
 
     use super::*;
     use crate::engine::snapshot::{
-        CompositeSnapshot, EvaluationSnapshot, InFlightSnapshot, PendingSnapshot, RuleSnapshot,
-        SilenceSnapshot,
+        CompositeSnapshot, CountersSnapshot, EvaluationSnapshot, InFlightSnapshot, PaneSnapshot,
+        PendingSnapshot, RuleSnapshot, SilenceSnapshot, WindowSnapshot,
     };
 
     fn text() -> impl Strategy<Value = String> {
@@ -138,6 +139,33 @@ mod tests {
             )
     }
 
+    fn window() -> impl Strategy<Value = WindowSnapshot> {
+        let pane = (time(), time(), double()).prop_map(|(start, count, figure)| PaneSnapshot {
+            start,
+            count,
+            figure,
+        });
+        (time(), double(), vec(pane, 0..4)).prop_map(|(count, figure, panes)| WindowSnapshot {
+            count,
+            figure,
+            panes,
+        })
+    }
+
+    fn counts() -> impl Strategy<Value = CountersSnapshot> {
+        vec(time(), 9).prop_map(|n| CountersSnapshot {
+            events_applied: n[0],
+            late_events: n[1],
+            late_samples: n[2],
+            warning_windows: n[3],
+            overflow_samples: n[4],
+            requests: n[5],
+            suppressed_while_in_flight: n[6],
+            request_timeouts: n[7],
+            future_events: n[8],
+        })
+    }
+
     fn rule() -> impl Strategy<Value = RuleSnapshot> {
         (
             (
@@ -156,13 +184,13 @@ mod tests {
                 time(),
                 any::<bool>(),
             ),
-            (of(text()), of(evaluation())),
+            (of(text()), of(evaluation()), time(), of(window())),
         )
             .prop_map(
                 |(
                     (rule, spec, window_start, window_last, values, timestamps),
                     (consecutive, cooldown_until, recent, in_alarm, calm, fired_in_episode),
-                    (detector_state, last),
+                    (detector_state, last, id, window),
                 )| RuleSnapshot {
                     rule,
                     spec,
@@ -178,20 +206,22 @@ mod tests {
                     fired_in_episode,
                     detector_state,
                     last,
+                    id,
+                    window,
                 },
             )
     }
 
     fn snapshot() -> impl Strategy<Value = ModelSnapshot> {
-        let composite =
-            (text(), text(), any::<bool>(), of(time())).prop_map(|(name, spec, fired, until)| {
-                CompositeSnapshot {
-                    name,
-                    spec,
-                    fired_while_holding: fired,
-                    cooldown_until: until,
-                }
-            });
+        let composite = (text(), text(), any::<bool>(), of(time()), time()).prop_map(
+            |(name, spec, fired, until, id)| CompositeSnapshot {
+                name,
+                spec,
+                fired_while_holding: fired,
+                cooldown_until: until,
+                id,
+            },
+        );
         let pending =
             (time(), time(), vec(of(double()), 0..4)).prop_map(|(timestamp, seq, values)| {
                 PendingSnapshot {
@@ -209,15 +239,15 @@ mod tests {
                     last_status: status,
                 }
             });
-        let silence =
-            (text(), text(), of(time()), of(time())).prop_map(|(name, spec, since, until)| {
-                SilenceSnapshot {
-                    name,
-                    spec,
-                    silent_since: since,
-                    cooldown_until: until,
-                }
-            });
+        let silence = (text(), text(), of(time()), of(time()), time()).prop_map(
+            |(name, spec, since, until, id)| SilenceSnapshot {
+                name,
+                spec,
+                silent_since: since,
+                cooldown_until: until,
+                id,
+            },
+        );
         (
             (
                 text(),
@@ -239,13 +269,14 @@ mod tests {
                 proptest::collection::btree_map(text(), time(), 0..10),
                 vec(silence, 0..3),
                 of(time()),
+                of(counts()),
             ),
         )
             .prop_map(
                 |(
                     (project, name, version, retired_versions, policy, input_offset),
                     (rules, composites, pending, in_flight),
-                    (backoff_until, last_event_at, counters, silences, last_heard_at),
+                    (backoff_until, last_event_at, counters, silences, last_heard_at, counts),
                 )| ModelSnapshot {
                     project,
                     name,
@@ -262,6 +293,7 @@ mod tests {
                     counters: counters.into_iter().collect::<BTreeMap<_, _>>(),
                     silences,
                     last_heard_at,
+                    counts,
                 },
             )
     }

@@ -1,4 +1,4 @@
-//! Reads the Avro datum of a version 3 [`ModelSnapshot`], the mirror of
+//! Reads the Avro datum of a version 4 [`ModelSnapshot`], the mirror of
 //! [`super::snapshot_writer`]: a restore reads every snapshot of its
 //! partitions, and apache-avro's generic reader (a `Value` tree, resolved,
 //! then deserialized) costs tens of microseconds each.
@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use super::avro_bytes::{Reader, MAX_ITEMS};
 
 use crate::engine::snapshot::{
-    CompositeSnapshot, EvaluationSnapshot, InFlightSnapshot, ModelSnapshot, PendingSnapshot,
-    RuleSnapshot, SilenceSnapshot,
+    CompositeSnapshot, CountersSnapshot, EvaluationSnapshot, InFlightSnapshot, ModelSnapshot,
+    PaneSnapshot, PendingSnapshot, RuleSnapshot, SilenceSnapshot, WindowSnapshot,
 };
 
 /// The snapshot in `body` (the datum after the Confluent header), or
@@ -39,6 +39,7 @@ pub fn read_snapshot(body: &[u8]) -> Option<ModelSnapshot> {
         counters: r.map()?,
         silences: r.array(Reader::silence)?,
         last_heard_at: r.optional(Reader::long)?,
+        counts: r.optional(Reader::counts)?,
     };
     r.is_empty().then_some(snapshot)
 }
@@ -95,6 +96,38 @@ impl Reader<'_> {
             fired_in_episode: self.boolean()?,
             detector_state: self.optional(Self::owned_string)?,
             last: self.optional(Self::evaluation)?,
+            id: self.long()?,
+            window: self.optional(Self::window)?,
+        })
+    }
+
+    fn window(&mut self) -> Option<WindowSnapshot> {
+        Some(WindowSnapshot {
+            count: self.long()?,
+            figure: self.double()?,
+            panes: self.array(Self::pane)?,
+        })
+    }
+
+    fn pane(&mut self) -> Option<PaneSnapshot> {
+        Some(PaneSnapshot {
+            start: self.long()?,
+            count: self.long()?,
+            figure: self.double()?,
+        })
+    }
+
+    fn counts(&mut self) -> Option<CountersSnapshot> {
+        Some(CountersSnapshot {
+            events_applied: self.long()?,
+            late_events: self.long()?,
+            late_samples: self.long()?,
+            warning_windows: self.long()?,
+            overflow_samples: self.long()?,
+            requests: self.long()?,
+            suppressed_while_in_flight: self.long()?,
+            request_timeouts: self.long()?,
+            future_events: self.long()?,
         })
     }
 
@@ -118,6 +151,7 @@ impl Reader<'_> {
             spec: self.owned_string()?,
             fired_while_holding: self.boolean()?,
             cooldown_until: self.optional(Self::long)?,
+            id: self.long()?,
         })
     }
 
@@ -144,6 +178,7 @@ impl Reader<'_> {
             spec: self.owned_string()?,
             silent_since: self.optional(Self::long)?,
             cooldown_until: self.optional(Self::long)?,
+            id: self.long()?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Avro binary encoding of a [`ModelSnapshot`], written by hand for the
-//! one schema it has (`schemas/model_snapshot_v3.avsc`, field by field in
+//! one schema it has (`schemas/model_snapshot_v4.avsc`, field by field in
 //! schema order). At fleet scale every changed model is snapshotted at
 //! every commit, and apache-avro's schema-aware serializer looks every
 //! field up by name: this writer does only the encoding. The property
@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 
 use crate::engine::snapshot::{
-    CompositeSnapshot, EvaluationSnapshot, InFlightSnapshot, ModelSnapshot, PendingSnapshot,
-    RuleSnapshot, SilenceSnapshot,
+    CompositeSnapshot, CountersSnapshot, EvaluationSnapshot, InFlightSnapshot, ModelSnapshot,
+    PaneSnapshot, PendingSnapshot, RuleSnapshot, SilenceSnapshot, WindowSnapshot,
 };
 
-/// Appends the Avro datum of `snapshot` (schema version 3) to `out`.
+/// Appends the Avro datum of `snapshot` (schema version 4) to `out`.
 pub fn write_snapshot(snapshot: &ModelSnapshot, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     w.string(&snapshot.project);
@@ -35,6 +35,7 @@ pub fn write_snapshot(snapshot: &ModelSnapshot, out: &mut Vec<u8>) {
     w.map(&snapshot.counters);
     w.array(&snapshot.silences, Writer::silence);
     w.optional(snapshot.last_heard_at, Writer::long);
+    w.optional(snapshot.counts.as_ref(), Writer::counts);
 }
 
 struct Writer<'a>(&'a mut Vec<u8>);
@@ -113,6 +114,36 @@ impl Writer<'_> {
         self.boolean(rule.fired_in_episode);
         self.optional(rule.detector_state.as_deref(), Self::string);
         self.optional(rule.last.as_ref(), Self::evaluation);
+        self.long(rule.id);
+        self.optional(rule.window.as_ref(), Self::window);
+    }
+
+    fn window(&mut self, w: &WindowSnapshot) {
+        self.long(w.count);
+        self.double(w.figure);
+        self.array(&w.panes, Self::pane);
+    }
+
+    fn pane(&mut self, p: &PaneSnapshot) {
+        self.long(p.start);
+        self.long(p.count);
+        self.double(p.figure);
+    }
+
+    fn counts(&mut self, c: &CountersSnapshot) {
+        for n in [
+            c.events_applied,
+            c.late_events,
+            c.late_samples,
+            c.warning_windows,
+            c.overflow_samples,
+            c.requests,
+            c.suppressed_while_in_flight,
+            c.request_timeouts,
+            c.future_events,
+        ] {
+            self.long(n);
+        }
     }
 
     fn evaluation(&mut self, e: &EvaluationSnapshot) {
@@ -132,6 +163,7 @@ impl Writer<'_> {
         self.string(&c.spec);
         self.boolean(c.fired_while_holding);
         self.optional(c.cooldown_until, Self::long);
+        self.long(c.id);
     }
 
     fn pending(&mut self, p: &PendingSnapshot) {
@@ -152,5 +184,6 @@ impl Writer<'_> {
         self.string(&s.spec);
         self.optional(s.silent_since, Self::long);
         self.optional(s.cooldown_until, Self::long);
+        self.long(s.id);
     }
 }

@@ -8,14 +8,15 @@ use sha2::{Digest, Sha256};
 
 use super::alert::{AlertState, CompositeState};
 use super::detector::{DetectorSpec, DetectorState, Direction, Judgement};
+use super::policy::Aggregate;
 use super::policy::{CompositeSpec, Policy, RuleSpec, SilenceSpec};
 use super::state::{Evaluation, InFlight, ModelCounters, ModelState, RuleState};
-use super::window::{WindowResult, WindowState};
+use super::window::{count_window_kept, keep_largest, Pane, WindowResult, WindowState};
 use crate::detect::Level;
 use crate::model::{Action, StatusKind};
 
 /// The snapshot schema version this build writes.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// A model's state as stored in the changelog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,7 @@ pub struct ModelSnapshot {
     pub in_flight: Option<InFlightSnapshot>,
     pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
+    /// Versions 1 to 3 (version 4 writes it empty and fills `counts`).
     pub counters: BTreeMap<String, i64>,
     /// Since version 3 (empty when reading older ones).
     #[serde(default)]
@@ -41,25 +43,52 @@ pub struct ModelSnapshot {
     /// versions: the latest event time).
     #[serde(default)]
     pub last_heard_at: Option<i64>,
+    /// Since version 4: the counters as fields.
+    #[serde(default)]
+    pub counts: Option<CountersSnapshot>,
+}
+
+/// The per-model counters (version 4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersSnapshot {
+    pub events_applied: i64,
+    pub late_events: i64,
+    pub late_samples: i64,
+    pub warning_windows: i64,
+    pub overflow_samples: i64,
+    pub requests: i64,
+    pub suppressed_while_in_flight: i64,
+    pub request_timeouts: i64,
+    pub future_events: i64,
 }
 
 /// One silence rule's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SilenceSnapshot {
+    /// Versions 1 to 3 (version 4 writes it empty and keys by `id`).
     pub name: String,
+    /// Versions 1 to 3: the definition's fingerprint.
     pub spec: String,
     pub silent_since: Option<i64>,
     pub cooldown_until: Option<i64>,
+    /// Since version 4: the definition's id.
+    #[serde(default)]
+    pub id: i64,
 }
 
 /// One rule's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleSnapshot {
+    /// Versions 1 to 3 (version 4 writes it empty and keys by `id`).
     pub rule: String,
+    /// Versions 1 to 3: the definition's fingerprint.
     pub spec: String,
     pub window_start: Option<i64>,
     pub window_last: i64,
+    /// Versions 1 to 3: every sample held. Version 4: a 95th percentile's
+    /// samples only.
     pub values: Vec<f64>,
+    /// Sliding windows: the event time of each of `values`.
     pub timestamps: Vec<i64>,
     pub consecutive: i64,
     pub cooldown_until: Option<i64>,
@@ -69,15 +98,46 @@ pub struct RuleSnapshot {
     pub fired_in_episode: bool,
     pub detector_state: Option<String>,
     pub last: Option<EvaluationSnapshot>,
+    /// Since version 4: the definition's id.
+    #[serde(default)]
+    pub id: i64,
+    /// Since version 4: the window's statistics (`None` in older versions,
+    /// whose `values` hold every sample).
+    #[serde(default)]
+    pub window: Option<WindowSnapshot>,
+}
+
+/// A window's statistics (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSnapshot {
+    /// Count and tumbling windows: samples in the open window.
+    pub count: i64,
+    /// Count and tumbling windows: the running figure of its aggregate.
+    pub figure: f64,
+    /// Sliding windows: the panes holding samples, oldest first.
+    pub panes: Vec<PaneSnapshot>,
+}
+
+/// One slide of a sliding window (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaneSnapshot {
+    pub start: i64,
+    pub count: i64,
+    pub figure: f64,
 }
 
 /// One composite rule's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompositeSnapshot {
+    /// Versions 1 to 3 (version 4 writes it empty and keys by `id`).
     pub name: String,
+    /// Versions 1 to 3: the definition's fingerprint.
     pub spec: String,
     pub fired_while_holding: bool,
     pub cooldown_until: Option<i64>,
+    /// Since version 4: the definition's id.
+    #[serde(default)]
+    pub id: i64,
 }
 
 /// A sample waiting for the watermark.
@@ -200,18 +260,14 @@ impl Fingerprints {
 }
 
 impl ModelSnapshot {
-    /// Captures `model` (governed by `policy`) at input offset `input_offset`.
+    /// Captures `model` (governed by `policy`) at input offset
+    /// `input_offset`, in the form of the current version: rules,
+    /// composites and silences keyed by the id of the definition their
+    /// state belongs to, windows as statistics, counters as fields.
     pub fn capture(model: &ModelState, policy: Option<&Policy>, input_offset: i64) -> Self {
         let c = &model.counters;
-        let (specs, composites) = policy.map_or((&[][..], &[][..]), |p| {
-            (p.rules.as_slice(), p.composites.as_slice())
-        });
-        let fingerprints = policy.map(Policy::fingerprints);
-        let fingerprint = |list: fn(&Fingerprints) -> &Vec<String>, i: usize| {
-            fingerprints
-                .and_then(|f| list(f).get(i).cloned())
-                .unwrap_or_default()
-        };
+        let specs = policy.map_or(&[][..], |p| p.rules.as_slice());
+        let id = |id: u64| id as i64;
         ModelSnapshot {
             project: model.project().to_owned(),
             name: model.name().to_owned(),
@@ -222,18 +278,18 @@ impl ModelSnapshot {
             rules: specs
                 .iter()
                 .zip(&model.rules)
-                .enumerate()
-                .map(|(i, (s, r))| capture_rule(s, fingerprint(|f| &f.rules, i), r))
+                .map(|(_, rule)| capture_rule(rule))
                 .collect(),
-            composites: composites
+            composites: model
+                .composites
                 .iter()
-                .zip(&model.composites)
-                .enumerate()
-                .map(|(i, (spec, state))| CompositeSnapshot {
-                    name: spec.name.clone(),
-                    spec: fingerprint(|f| &f.composites, i),
+                .take(policy.map_or(0, |p| p.composites.len()))
+                .map(|state| CompositeSnapshot {
+                    name: String::new(),
+                    spec: String::new(),
                     fired_while_holding: state.fired_while_holding,
                     cooldown_until: state.cooldown_until,
+                    id: id(state.id),
                 })
                 .collect(),
             pending: model
@@ -253,34 +309,31 @@ impl ModelSnapshot {
             }),
             backoff_until: model.backoff_until,
             last_event_at: model.last_event_at,
-            counters: BTreeMap::from([
-                ("events_applied".to_owned(), c.events_applied as i64),
-                ("late_events".to_owned(), c.late_events as i64),
-                ("late_samples".to_owned(), c.late_samples as i64),
-                ("warning_windows".to_owned(), c.warning_windows as i64),
-                ("overflow_samples".to_owned(), c.overflow_samples as i64),
-                ("requests".to_owned(), c.requests as i64),
-                (
-                    "suppressed_while_in_flight".to_owned(),
-                    c.suppressed_while_in_flight as i64,
-                ),
-                ("request_timeouts".to_owned(), c.request_timeouts as i64),
-                ("future_events".to_owned(), c.future_events as i64),
-            ]),
+            counters: BTreeMap::new(),
             last_heard_at: model.last_heard_at,
-            silences: policy
-                .map(|p| p.silences.as_slice())
-                .unwrap_or_default()
+            silences: model
+                .silences
                 .iter()
-                .zip(&model.silences)
-                .enumerate()
-                .map(|(i, (spec, state))| SilenceSnapshot {
-                    name: spec.name.clone(),
-                    spec: fingerprint(|f| &f.silences, i),
+                .take(policy.map_or(0, |p| p.silences.len()))
+                .map(|state| SilenceSnapshot {
+                    name: String::new(),
+                    spec: String::new(),
                     silent_since: state.silent_since,
                     cooldown_until: state.cooldown_until,
+                    id: id(state.id),
                 })
                 .collect(),
+            counts: Some(CountersSnapshot {
+                events_applied: c.events_applied as i64,
+                late_events: c.late_events as i64,
+                late_samples: c.late_samples as i64,
+                warning_windows: c.warning_windows as i64,
+                overflow_samples: c.overflow_samples as i64,
+                requests: c.requests as i64,
+                suppressed_while_in_flight: c.suppressed_while_in_flight as i64,
+                request_timeouts: c.request_timeouts as i64,
+                future_events: c.future_events as i64,
+            }),
         }
     }
 
@@ -307,8 +360,10 @@ impl ModelSnapshot {
             for (i, (spec, state)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
                 let fingerprint = &fingerprints.rules[i];
                 let legacy = fingerprints.version_1[i].as_ref();
-                if let Some(saved) = self.rules.iter().find(|r| {
-                    r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec))
+                let id = fingerprints.rule_ids[i] as i64;
+                if let Some(saved) = self.rules.iter().find(|r| match r.id {
+                    0 => r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec)),
+                    saved => saved == id,
                 }) {
                     if let Some(restored) = restore_rule(spec, saved) {
                         *state = RuleState {
@@ -325,11 +380,11 @@ impl ModelSnapshot {
                 .enumerate()
             {
                 let fingerprint = &fingerprints.composites[i];
-                if let Some(saved) = self
-                    .composites
-                    .iter()
-                    .find(|c| c.name == spec.name && &c.spec == fingerprint)
-                {
+                let id = fingerprints.composite_ids[i] as i64;
+                if let Some(saved) = self.composites.iter().find(|c| match c.id {
+                    0 => c.name == spec.name && &c.spec == fingerprint,
+                    saved => saved == id,
+                }) {
                     *state = CompositeState {
                         id: state.id,
                         fired_while_holding: saved.fired_while_holding,
@@ -344,22 +399,25 @@ impl ModelSnapshot {
                 .enumerate()
             {
                 let fingerprint = &fingerprints.silences[i];
-                if let Some(saved) = self
-                    .silences
-                    .iter()
-                    .find(|s| s.name == spec.name && &s.spec == fingerprint)
-                {
+                let id = fingerprints.silence_ids[i] as i64;
+                if let Some(saved) = self.silences.iter().find(|s| match s.id {
+                    0 => s.name == spec.name && &s.spec == fingerprint,
+                    saved => saved == id,
+                }) {
                     state.silent_since = saved.silent_since;
                     state.cooldown_until = saved.cooldown_until;
                 }
             }
             // Waiting samples hold one value per rule, in the order of the
             // rules they were taken under: kept only if that order stands.
-            let same_rules = self
-                .rules
-                .iter()
-                .map(|r| r.rule.as_str())
-                .eq(policy.rules.iter().map(|r| r.name.as_str()));
+            let same_rules =
+                self.rules.len() == policy.rules.len()
+                    && self.rules.iter().zip(&policy.rules).enumerate().all(
+                        |(i, (saved, spec))| match saved.id {
+                            0 => saved.rule == spec.name,
+                            id => id == fingerprints.rule_ids[i] as i64,
+                        },
+                    );
             let rules = policy.rules.len();
             model.pending = self
                 .pending
@@ -382,44 +440,99 @@ impl ModelSnapshot {
         model.backoff_until = self.backoff_until;
         model.last_event_at = self.last_event_at;
         model.last_heard_at = self.last_heard_at.or(self.last_event_at);
-        let get = |k: &str| self.counters.get(k).copied().unwrap_or(0).max(0) as u64;
+        let named = |k: &str| self.counters.get(k).copied().unwrap_or(0);
+        let c = self.counts.unwrap_or_else(|| CountersSnapshot {
+            events_applied: named("events_applied"),
+            late_events: named("late_events"),
+            late_samples: named("late_samples"),
+            warning_windows: named("warning_windows"),
+            overflow_samples: named("overflow_samples"),
+            requests: named("requests"),
+            suppressed_while_in_flight: named("suppressed_while_in_flight"),
+            request_timeouts: named("request_timeouts"),
+            future_events: named("future_events"),
+        });
+        let count = |n: i64| n.max(0) as u64;
         model.counters = ModelCounters {
-            events_applied: get("events_applied"),
-            late_events: get("late_events"),
-            late_samples: get("late_samples"),
-            warning_windows: get("warning_windows"),
-            overflow_samples: get("overflow_samples"),
-            requests: get("requests"),
-            suppressed_while_in_flight: get("suppressed_while_in_flight"),
-            request_timeouts: get("request_timeouts"),
-            future_events: get("future_events"),
+            events_applied: count(c.events_applied),
+            late_events: count(c.late_events),
+            late_samples: count(c.late_samples),
+            warning_windows: count(c.warning_windows),
+            overflow_samples: count(c.overflow_samples),
+            requests: count(c.requests),
+            suppressed_while_in_flight: count(c.suppressed_while_in_flight),
+            request_timeouts: count(c.request_timeouts),
+            future_events: count(c.future_events),
         };
         model.input_offset = self.input_offset;
         model
     }
 }
 
-fn capture_rule(spec: &RuleSpec, fingerprint: String, rule: &RuleState) -> RuleSnapshot {
-    let (window_start, window_last, values, timestamps) = match &rule.window {
+fn capture_rule(rule: &RuleState) -> RuleSnapshot {
+    let pane_snapshot = |p: &Pane| (p.count as i64, p.figure);
+    let (window_start, window_last, window, values, timestamps) = match &rule.window {
         WindowState::Count {
             first_ts,
             last_ts,
+            pane,
+            largest,
+            ..
+        } => {
+            let (count, figure) = pane_snapshot(pane);
+            let mut values: Vec<f64> = largest.iter().map(|r| r.0 .0).collect();
+            values.sort_unstable_by(f64::total_cmp);
+            let window = WindowSnapshot {
+                count,
+                figure,
+                panes: Vec::new(),
+            };
+            (Some(*first_ts), *last_ts, window, values, Vec::new())
+        }
+        WindowState::Tumbling {
+            start,
+            pane,
             values,
             ..
-        } => (Some(*first_ts), *last_ts, values.clone(), Vec::new()),
-        WindowState::Tumbling { start, values, .. } => (*start, 0, values.clone(), Vec::new()),
+        } => {
+            let (count, figure) = pane_snapshot(pane);
+            let window = WindowSnapshot {
+                count,
+                figure,
+                panes: Vec::new(),
+            };
+            (*start, 0, window, values.clone(), Vec::new())
+        }
         WindowState::Sliding {
-            next_end, samples, ..
-        } => (
-            *next_end,
-            0,
-            samples.iter().map(|(_, v)| *v).collect(),
-            samples.iter().map(|(t, _)| *t).collect(),
-        ),
+            next_end,
+            panes,
+            samples,
+            ..
+        } => {
+            let window = WindowSnapshot {
+                count: 0,
+                figure: 0.0,
+                panes: panes
+                    .iter()
+                    .map(|(start, p)| PaneSnapshot {
+                        start: *start,
+                        count: p.count as i64,
+                        figure: p.figure,
+                    })
+                    .collect(),
+            };
+            (
+                *next_end,
+                0,
+                window,
+                samples.iter().map(|(_, v)| *v).collect(),
+                samples.iter().map(|(t, _)| *t).collect(),
+            )
+        }
     };
     RuleSnapshot {
-        rule: spec.name.clone(),
-        spec: fingerprint,
+        rule: String::new(),
+        spec: String::new(),
         window_start,
         window_last,
         values,
@@ -446,42 +559,15 @@ fn capture_rule(spec: &RuleSpec, fingerprint: String, rule: &RuleState) -> RuleS
             statistic: e.judgement.statistic,
             learning: e.judgement.learning,
         }),
+        id: rule.id as i64,
+        window: Some(window),
     }
 }
 
 /// `None` when the saved state does not fit the rule's window kind.
 fn restore_rule(spec: &RuleSpec, saved: &RuleSnapshot) -> Option<RuleState> {
     let mut state = RuleState::new(spec);
-    match &mut state.window {
-        WindowState::Count {
-            first_ts,
-            last_ts,
-            values,
-            ..
-        } => {
-            *first_ts = saved.window_start.unwrap_or(0);
-            *last_ts = saved.window_last;
-            values.clone_from(&saved.values);
-        }
-        WindowState::Tumbling { start, values, .. } => {
-            *start = saved.window_start;
-            values.clone_from(&saved.values);
-        }
-        WindowState::Sliding {
-            next_end, samples, ..
-        } => {
-            if saved.timestamps.len() != saved.values.len() {
-                return None;
-            }
-            *next_end = saved.window_start;
-            *samples = saved
-                .timestamps
-                .iter()
-                .copied()
-                .zip(saved.values.iter().copied())
-                .collect();
-        }
-    }
+    restore_window(spec, saved, &mut state.window)?;
     let recent = if saved.recent != 0 {
         saved.recent as u64
     } else {
@@ -533,6 +619,113 @@ fn restore_rule(spec: &RuleSpec, saved: &RuleSnapshot) -> Option<RuleState> {
         }
     });
     Some(state)
+}
+
+/// Puts the saved window (statistics in version 4, every sample before)
+/// into `window`, a fresh window of the rule; `None` when it does not fit.
+fn restore_window(spec: &RuleSpec, saved: &RuleSnapshot, window: &mut WindowState) -> Option<()> {
+    let aggregate = spec.aggregate;
+    let percentile = aggregate == Aggregate::P95;
+    let count = |n: i64| u64::try_from(n).ok();
+    let Some(w) = &saved.window else {
+        return restore_samples(aggregate, saved, window);
+    };
+    match window {
+        WindowState::Count {
+            size,
+            first_ts,
+            last_ts,
+            pane,
+            largest,
+        } => {
+            *first_ts = saved.window_start.unwrap_or(0);
+            *last_ts = saved.window_last;
+            *pane = Pane {
+                count: count(w.count)?,
+                figure: w.figure,
+            };
+            if percentile {
+                let k = count_window_kept(*size);
+                for v in &saved.values {
+                    keep_largest(largest, k, *v);
+                }
+            }
+        }
+        WindowState::Tumbling {
+            start,
+            pane,
+            values,
+            ..
+        } => {
+            *start = saved.window_start;
+            *pane = Pane {
+                count: count(w.count)?,
+                figure: w.figure,
+            };
+            if percentile {
+                values.clone_from(&saved.values);
+            }
+        }
+        WindowState::Sliding {
+            next_end,
+            panes,
+            samples,
+            ..
+        } => {
+            if percentile && saved.timestamps.len() != saved.values.len() {
+                return None;
+            }
+            *next_end = saved.window_start;
+            for p in &w.panes {
+                panes.push((
+                    p.start,
+                    Pane {
+                        count: count(p.count)?,
+                        figure: p.figure,
+                    },
+                ));
+            }
+            panes.sort_by_key(|(start, _)| *start);
+            if percentile {
+                samples.extend(
+                    saved
+                        .timestamps
+                        .iter()
+                        .copied()
+                        .zip(saved.values.iter().copied()),
+                );
+            }
+        }
+    }
+    Some(())
+}
+
+/// Versions 1 to 3 kept every sample of the open windows: they are added
+/// up again.
+fn restore_samples(
+    aggregate: Aggregate,
+    saved: &RuleSnapshot,
+    window: &mut WindowState,
+) -> Option<()> {
+    let sliding = matches!(window, WindowState::Sliding { .. });
+    if sliding && saved.timestamps.len() != saved.values.len() {
+        return None;
+    }
+    for (i, value) in saved.values.iter().enumerate() {
+        let ts = if sliding { saved.timestamps[i] } else { 0 };
+        window.absorb(ts, *value, aggregate);
+    }
+    match window {
+        WindowState::Count {
+            first_ts, last_ts, ..
+        } => {
+            *first_ts = saved.window_start.unwrap_or(0);
+            *last_ts = saved.window_last;
+        }
+        WindowState::Tumbling { start, .. } => *start = saved.window_start,
+        WindowState::Sliding { next_end, .. } => *next_end = saved.window_start,
+    }
+    Some(())
 }
 
 fn same_kind(a: &DetectorState, b: &DetectorState) -> bool {

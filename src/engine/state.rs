@@ -39,7 +39,7 @@ impl RuleState {
     pub fn new(spec: &RuleSpec) -> Self {
         RuleState {
             id: 0,
-            window: WindowState::new(spec.window),
+            window: WindowState::new(spec.window, spec.aggregate),
             detector: spec.detector.initial_state(),
             alert: AlertState::default(),
             last: None,

@@ -1,39 +1,14 @@
-//! Event-time and count windows over one metric of one model.
+//! The windows as they were before they were made compact: every sample
+//! kept, every aggregate computed from all of them. Test-only: the
+//! reference the compact windows are checked against (`super::tests`).
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use super::{align_down, Aggregate, Placement, WindowResult, WindowSpec, MAX_SAMPLES_PER_WINDOW};
 
-use super::policy::{Aggregate, WindowSpec};
-
-/// Most samples one window keeps; beyond it samples are dropped and counted,
-/// so that a flood from one model cannot exhaust memory.
-pub const MAX_SAMPLES_PER_WINDOW: usize = 65_536;
-
-/// A closed window, summarised.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct WindowResult {
-    /// Inclusive start (event time, ms).
-    pub start: i64,
-    /// Exclusive end (event time, ms); for count windows the last sample's time.
-    pub end: i64,
-    pub value: f64,
-    pub samples: usize,
-}
-
-/// What happened to one sample offered to a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    Accepted,
-    /// Older than every open window: not counted in any window.
-    TooLate,
-    /// The window is full ([`MAX_SAMPLES_PER_WINDOW`]).
-    Overflow,
-}
-
-/// Window state for one rule of one model.
+/// Window state that keeps every sample.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WindowState {
+pub enum EverySample {
     Count {
         size: usize,
         first_ts: i64,
@@ -55,21 +30,21 @@ pub enum WindowState {
     },
 }
 
-impl WindowState {
+impl EverySample {
     pub fn new(spec: WindowSpec) -> Self {
         match spec {
-            WindowSpec::Count { size } => WindowState::Count {
+            WindowSpec::Count { size } => EverySample::Count {
                 size,
                 first_ts: 0,
                 last_ts: 0,
                 values: Vec::new(),
             },
-            WindowSpec::Tumbling { size_ms } => WindowState::Tumbling {
+            WindowSpec::Tumbling { size_ms } => EverySample::Tumbling {
                 size_ms,
                 start: None,
                 values: Vec::new(),
             },
-            WindowSpec::Sliding { size_ms, slide_ms } => WindowState::Sliding {
+            WindowSpec::Sliding { size_ms, slide_ms } => EverySample::Sliding {
                 size_ms,
                 slide_ms,
                 next_end: None,
@@ -88,7 +63,7 @@ impl WindowState {
         closed: &mut Vec<WindowResult>,
     ) -> Placement {
         match self {
-            WindowState::Count {
+            EverySample::Count {
                 size,
                 first_ts,
                 last_ts,
@@ -112,7 +87,7 @@ impl WindowState {
                 }
                 Placement::Accepted
             }
-            WindowState::Tumbling {
+            EverySample::Tumbling {
                 size_ms,
                 start,
                 values,
@@ -133,7 +108,7 @@ impl WindowState {
                 values.push(value);
                 Placement::Accepted
             }
-            WindowState::Sliding {
+            EverySample::Sliding {
                 size_ms,
                 slide_ms,
                 next_end,
@@ -163,19 +138,19 @@ impl WindowState {
 
     /// End of the earliest window that holds samples and is not yet
     /// closed: when the watermark reaches it, the window can be judged
-    /// (see [`WindowState::close_until`]). `None` for count windows, which
+    /// (see `close_until`). `None` for count windows, which
     /// close by count, and for time windows holding nothing.
     pub fn next_end(&self) -> Option<i64> {
         match self {
-            WindowState::Count { .. } => None,
-            WindowState::Tumbling {
+            EverySample::Count { .. } => None,
+            EverySample::Tumbling {
                 size_ms,
                 start,
                 values,
             } => start
                 .filter(|_| !values.is_empty())
                 .map(|s| s.saturating_add(*size_ms)),
-            WindowState::Sliding {
+            EverySample::Sliding {
                 next_end, samples, ..
             } => next_end.filter(|_| !samples.is_empty()),
         }
@@ -187,8 +162,8 @@ impl WindowState {
     /// is refused as too late.
     pub fn close_until(&mut self, time: i64, aggregate: Aggregate, closed: &mut Vec<WindowResult>) {
         match self {
-            WindowState::Count { .. } => {}
-            WindowState::Tumbling {
+            EverySample::Count { .. } => {}
+            EverySample::Tumbling {
                 size_ms,
                 start,
                 values,
@@ -205,7 +180,7 @@ impl WindowState {
                 // window are too late from now on.
                 *start = Some(end.max(align_down(time, *size_ms)));
             }
-            WindowState::Sliding {
+            EverySample::Sliding {
                 size_ms,
                 slide_ms,
                 next_end,
@@ -225,10 +200,10 @@ impl WindowState {
     /// Samples currently held (for inspection and memory accounting).
     pub fn buffered(&self) -> usize {
         match self {
-            WindowState::Count { values, .. } | WindowState::Tumbling { values, .. } => {
+            EverySample::Count { values, .. } | EverySample::Tumbling { values, .. } => {
                 values.len()
             }
-            WindowState::Sliding { samples, .. } => samples.len(),
+            EverySample::Sliding { samples, .. } => samples.len(),
         }
     }
 }
@@ -288,13 +263,8 @@ fn close_sliding(
     (end, false)
 }
 
-/// Largest multiple of `size` not above `ts` (correct for negative `ts` too).
-fn align_down(ts: i64, size: i64) -> i64 {
-    ts.div_euclid(size) * size
-}
-
 /// Summarises a non-empty slice of samples.
-pub fn aggregate_of(aggregate: Aggregate, values: &[f64]) -> f64 {
+fn aggregate_of(aggregate: Aggregate, values: &[f64]) -> f64 {
     let n = values.len() as f64;
     match aggregate {
         Aggregate::Mean => values.iter().sum::<f64>() / n,
@@ -308,175 +278,6 @@ pub fn aggregate_of(aggregate: Aggregate, values: &[f64]) -> f64 {
             sorted.sort_by(f64::total_cmp);
             let rank = (0.95 * n).ceil() as usize;
             sorted[rank.clamp(1, sorted.len()) - 1]
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn feed(state: &mut WindowState, samples: &[(i64, f64)]) -> Vec<WindowResult> {
-        let mut closed = Vec::new();
-        for (ts, v) in samples {
-            state.push(*ts, *v, Aggregate::Mean, &mut closed);
-        }
-        closed
-    }
-
-    #[test]
-    fn aggregates() {
-        let v = [1.0, 0.0, 3.0, 0.0];
-        assert_eq!(aggregate_of(Aggregate::Mean, &v), 1.0);
-        assert_eq!(aggregate_of(Aggregate::Max, &v), 3.0);
-        assert_eq!(aggregate_of(Aggregate::Min, &v), 0.0);
-        assert_eq!(aggregate_of(Aggregate::Sum, &v), 4.0);
-        assert_eq!(aggregate_of(Aggregate::Count, &v), 4.0);
-        assert_eq!(aggregate_of(Aggregate::Rate, &v), 0.5);
-        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(aggregate_of(Aggregate::P95, &hundred), 95.0);
-        assert_eq!(aggregate_of(Aggregate::P95, &[7.0]), 7.0);
-    }
-
-    #[test]
-    fn count_window_closes_every_size_samples() {
-        let mut w = WindowState::new(WindowSpec::Count { size: 2 });
-        let closed = feed(&mut w, &[(10, 1.0), (20, 3.0), (30, 5.0)]);
-        assert_eq!(
-            closed,
-            vec![WindowResult {
-                start: 10,
-                end: 20,
-                value: 2.0,
-                samples: 2
-            }]
-        );
-        assert_eq!(w.buffered(), 1);
-    }
-
-    #[test]
-    fn tumbling_window_closes_when_a_later_window_starts_and_rejects_late_samples() {
-        let mut w = WindowState::new(WindowSpec::Tumbling { size_ms: 100 });
-        let mut closed = Vec::new();
-        assert_eq!(
-            w.push(105, 1.0, Aggregate::Mean, &mut closed),
-            Placement::Accepted
-        );
-        assert_eq!(
-            w.push(150, 3.0, Aggregate::Mean, &mut closed),
-            Placement::Accepted
-        );
-        assert_eq!(
-            w.push(99, 9.0, Aggregate::Mean, &mut closed),
-            Placement::TooLate
-        );
-        assert!(closed.is_empty());
-        assert_eq!(
-            w.push(420, 5.0, Aggregate::Mean, &mut closed),
-            Placement::Accepted
-        );
-        assert_eq!(
-            closed,
-            vec![WindowResult {
-                start: 100,
-                end: 200,
-                value: 2.0,
-                samples: 2
-            }]
-        );
-    }
-
-    #[test]
-    fn sliding_window_emits_every_slide_over_the_last_size() {
-        let mut w = WindowState::new(WindowSpec::Sliding {
-            size_ms: 100,
-            slide_ms: 50,
-        });
-        // The first window starts at the first sample's slide-aligned time.
-        let closed = feed(&mut w, &[(0, 1.0), (60, 3.0), (110, 5.0), (160, 7.0)]);
-        let spans: Vec<(i64, i64, f64)> =
-            closed.iter().map(|r| (r.start, r.end, r.value)).collect();
-        assert_eq!(spans, vec![(0, 100, 2.0), (50, 150, 4.0)]);
-    }
-
-    #[test]
-    fn sliding_window_skips_long_gaps_without_emitting_empty_windows() {
-        let mut w = WindowState::new(WindowSpec::Sliding {
-            size_ms: 100,
-            slide_ms: 50,
-        });
-        let closed = feed(&mut w, &[(0, 1.0), (1_000_000, 3.0), (1_000_200, 5.0)]);
-        let spans: Vec<(i64, i64)> = closed.iter().map(|r| (r.start, r.end)).collect();
-        assert_eq!(
-            spans,
-            vec![(0, 100), (999_950, 1_000_050), (1_000_000, 1_000_100)]
-        );
-        assert!(closed.iter().all(|r| r.samples == 1));
-    }
-
-    #[test]
-    fn close_until_judges_windows_the_watermark_passed_and_refuses_their_samples_after() {
-        let mut w = WindowState::new(WindowSpec::Tumbling { size_ms: 100 });
-        feed(&mut w, &[(105, 1.0), (150, 3.0)]);
-        assert_eq!(w.next_end(), Some(200));
-        let mut closed = Vec::new();
-        w.close_until(199, Aggregate::Mean, &mut closed);
-        assert!(closed.is_empty(), "not before its end");
-        w.close_until(200, Aggregate::Mean, &mut closed);
-        assert_eq!(
-            closed,
-            vec![WindowResult {
-                start: 100,
-                end: 200,
-                value: 2.0,
-                samples: 2
-            }]
-        );
-        assert_eq!(w.next_end(), None, "nothing held");
-        assert_eq!(
-            w.push(150, 9.0, Aggregate::Mean, &mut closed),
-            Placement::TooLate
-        );
-        assert_eq!(
-            w.push(210, 5.0, Aggregate::Mean, &mut closed),
-            Placement::Accepted
-        );
-        assert_eq!(closed.len(), 1, "the closed window is not judged twice");
-
-        let mut s = WindowState::new(WindowSpec::Sliding {
-            size_ms: 100,
-            slide_ms: 50,
-        });
-        feed(&mut s, &[(0, 1.0), (60, 3.0)]);
-        let mut closed = Vec::new();
-        s.close_until(1_000, Aggregate::Mean, &mut closed);
-        let spans: Vec<(i64, i64, f64)> =
-            closed.iter().map(|r| (r.start, r.end, r.value)).collect();
-        assert_eq!(spans, vec![(0, 100, 2.0), (50, 150, 3.0)]);
-        assert_eq!(s.next_end(), None);
-        // After the gap the windows go on as after a gap between pushes:
-        // the first one ending after the next sample holds it.
-        let later = feed(&mut s, &[(1_010, 1.0), (1_100, 1.0)]);
-        let ends: Vec<i64> = later.iter().map(|r| r.end).collect();
-        assert_eq!(ends, vec![1_050, 1_100]);
-    }
-
-    proptest! {
-        /// In-order samples into a tumbling window: every sample lands in
-        /// exactly one closed or open window, and closed windows are ordered.
-        #[test]
-        fn tumbling_accounts_for_every_sample(gaps in proptest::collection::vec(0i64..500, 1..200), size in 1i64..1000) {
-            let mut w = WindowState::new(WindowSpec::Tumbling { size_ms: size });
-            let mut ts = 0;
-            let mut closed = Vec::new();
-            for g in &gaps {
-                ts += g;
-                prop_assert_eq!(w.push(ts, 1.0, Aggregate::Count, &mut closed), Placement::Accepted);
-            }
-            let in_closed: usize = closed.iter().map(|r| r.samples).sum();
-            prop_assert_eq!(in_closed + w.buffered(), gaps.len());
-            prop_assert!(closed.windows(2).all(|p| p[0].end <= p[1].start));
         }
     }
 }
