@@ -830,7 +830,7 @@ impl RawConfig {
         let mut patterns: BTreeMap<String, usize> = BTreeMap::new();
         for (i, raw) in self.policy.into_iter().enumerate() {
             let policy = raw.compile(&format!("policy[{i}]"), &engine)?;
-            if let Some(first) = patterns.insert(policy.pattern.clone(), i) {
+            if let Some(first) = patterns.insert(policy.pattern.to_string(), i) {
                 return Err(ConfigError::new(
                     format!("policy[{i}].match"),
                     format!(

@@ -115,7 +115,7 @@ fn example_loads_and_compiles() {
         .policies
         .for_lineage("fraud/scorer")
         .expect("fraud policy");
-    assert_eq!(fraud.pattern, "fraud/*");
+    assert_eq!(&*fraud.pattern, "fraud/*");
     assert_eq!(fraud.request_timeout_ms, 2 * 3_600_000);
     let drift = &fraud.rules[0];
     assert_eq!(
@@ -131,7 +131,7 @@ fn example_loads_and_compiles() {
         .policies
         .for_lineage("search/ranker")
         .expect("default policy");
-    assert_eq!(default.pattern, "*");
+    assert_eq!(&*default.pattern, "*");
     assert_eq!(default.request_timeout_ms, 6 * 3_600_000);
     let rule = &default.rules[0];
     assert_eq!(rule.name, "accuracy-drop");

@@ -923,7 +923,7 @@ impl Engine {
         };
         let request_id = request_id(&model_ref, &fired, primary.window.start, triggered_at);
         let mut evidence = BTreeMap::new();
-        evidence.insert("policy".to_owned(), policy.pattern.clone());
+        evidence.insert("policy".to_owned(), policy.pattern.to_string());
         evidence.insert("rules_fired".to_owned(), fired.join(","));
         for c in candidates {
             evidence.insert(format!("rule.{}", c.name(policy)), describe(policy, c));
@@ -946,12 +946,12 @@ impl Engine {
         }
         let action = primary.action(policy);
         model.counters.requests += 1;
-        model.in_flight = Some(InFlight {
+        model.in_flight = Some(Box::new(InFlight {
             request_id: request_id.clone(),
             action,
             issued_at: triggered_at,
             last_status: None,
-        });
+        }));
         let (detector, metric, threshold) = match primary.source {
             Source::Rule(i) => {
                 let spec = &policy.rules[i];

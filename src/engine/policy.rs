@@ -1,7 +1,7 @@
 //! Compiled policies: which rules apply to which models. Built from the
 //! configuration by [`crate::config`], used read-only by the engine.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use globset::{Glob, GlobMatcher};
 
@@ -98,8 +98,9 @@ pub struct SilenceSpec {
 /// A set of rules for the models whose lineage matches a glob.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The glob on `project/name`, as written in the configuration.
-    pub pattern: String,
+    /// The glob on `project/name`, as written in the configuration
+    /// (shared: every model governed by the policy names it).
+    pub pattern: Arc<str>,
     matcher: GlobMatcher,
     pub rules: Vec<RuleSpec>,
     pub composites: Vec<CompositeSpec>,
@@ -122,7 +123,7 @@ impl Policy {
     ) -> Result<Self, globset::Error> {
         let matcher = Glob::new(pattern)?.compile_matcher();
         Ok(Policy {
-            pattern: pattern.to_owned(),
+            pattern: Arc::from(pattern),
             matcher,
             rules,
             composites: Vec::new(),
@@ -245,21 +246,18 @@ mod tests {
             policy("fraud/score*"),
         ]);
         assert_eq!(
-            set.for_lineage("fraud/scorer").map(|p| p.pattern.as_str()),
+            set.for_lineage("fraud/scorer").map(|p| &*p.pattern),
             Some("fraud/scorer")
         );
         assert_eq!(
-            set.for_lineage("fraud/scorer2").map(|p| p.pattern.as_str()),
+            set.for_lineage("fraud/scorer2").map(|p| &*p.pattern),
             Some("fraud/score*")
         );
         assert_eq!(
-            set.for_lineage("fraud/other").map(|p| p.pattern.as_str()),
+            set.for_lineage("fraud/other").map(|p| &*p.pattern),
             Some("fraud/*")
         );
-        assert_eq!(
-            set.for_lineage("ads/ctr").map(|p| p.pattern.as_str()),
-            Some("*")
-        );
+        assert_eq!(set.for_lineage("ads/ctr").map(|p| &*p.pattern), Some("*"));
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl ModelSnapshot {
             name: model.name().to_owned(),
             version: model.version.clone(),
             retired_versions: model.retired_versions.iter().cloned().collect(),
-            policy: model.policy.clone(),
+            policy: model.policy.to_string(),
             input_offset,
             rules: specs
                 .iter()
@@ -355,7 +355,7 @@ impl ModelSnapshot {
             .iter()
             .cloned()
             .collect::<VecDeque<_>>();
-        if self.policy == policy.pattern {
+        if *self.policy == *policy.pattern {
             let fingerprints = policy.fingerprints();
             for (i, (spec, state)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
                 let fingerprint = &fingerprints.rules[i];
@@ -430,12 +430,12 @@ impl ModelSnapshot {
                 .collect();
         }
         model.in_flight = self.in_flight.as_ref().and_then(|f| {
-            Some(InFlight {
+            Some(Box::new(InFlight {
                 request_id: f.request_id.clone(),
                 action: parse_action(&f.action)?,
                 issued_at: f.issued_at,
                 last_status: f.last_status.as_deref().and_then(parse_status),
-            })
+            }))
         });
         model.backoff_until = self.backoff_until;
         model.last_event_at = self.last_event_at;

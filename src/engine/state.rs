@@ -247,8 +247,8 @@ pub struct ModelState {
     pub(crate) listed_silent: Derived<bool>,
     pub version: Option<String>,
     pub retired_versions: VecDeque<String>,
-    /// The pattern of the policy the rules below belong to.
-    pub policy: String,
+    /// The pattern of the policy the rules below belong to (the policy's own).
+    pub policy: Arc<str>,
     /// Id of the version of that policy (see [`ModelState::rebind`]).
     pub policy_id: u64,
     pub rules: Vec<RuleState>,
@@ -259,7 +259,8 @@ pub struct ModelState {
     /// Samples accepted but not yet behind the watermark, by (event time,
     /// arrival sequence): they enter the windows in event-time order.
     pub pending: BTreeMap<(i64, u64), PendingValues>,
-    pub in_flight: Option<InFlight>,
+    /// The unresolved request (boxed: most models have none).
+    pub in_flight: Option<Box<InFlight>>,
     /// After a FAILED request: event time before which no new request fires.
     pub backoff_until: Option<i64>,
     pub last_event_at: Option<i64>,
@@ -440,9 +441,9 @@ impl ModelState {
         ModelView {
             model: self.lineage().to_owned(),
             version: self.version.clone(),
-            policy: self.policy.clone(),
+            policy: self.policy.to_string(),
             last_event_at: self.last_event_at,
-            in_flight: self.in_flight.clone(),
+            in_flight: self.in_flight.as_deref().cloned(),
             backoff_until: self.backoff_until,
             counters: self.counters.clone(),
             pending_samples,
@@ -640,7 +641,7 @@ impl PartitionState {
         let mut by_policy = BTreeMap::new();
         for key in &self.silent {
             if let Some(model) = self.models.get(key) {
-                *by_policy.entry(model.policy.as_str()).or_default() += 1;
+                *by_policy.entry(&*model.policy).or_default() += 1;
             }
         }
         by_policy
