@@ -247,19 +247,26 @@ async fn no_record_can_stop_the_pipeline_and_a_restart_does_not_loop_at_least_on
 async fn no_record_can_stop_the_pipeline(processing: &str) {
     let kafka = real_broker().await;
     let producer = producer(&kafka);
-    // A small record limit for driftwatch's own producer; a count window
-    // that holds 20,000 samples makes a snapshot larger than that.
+    // A small record limit for driftwatch's own producer; a week-long
+    // percentile window (which keeps its samples) makes a snapshot larger
+    // than that.
     let edit = |t: String| {
         let t = t.replace(
             "processing = \"exactly_once\"",
             &format!("processing = \"{processing}\""),
         );
         assert!(t.contains(&format!("processing = \"{processing}\"")));
-        t.replace(
-            "properties = { \"session.timeout.ms\" = \"6000\" }",
-            "properties = { \"session.timeout.ms\" = \"6000\", \"message.max.bytes\" = \"100000\" }",
-        )
-        .replace("size = 50, aggregate = \"p95\"", "size = 20000, aggregate = \"p95\"")
+        let t = t
+            .replace(
+                "properties = { \"session.timeout.ms\" = \"6000\" }",
+                "properties = { \"session.timeout.ms\" = \"6000\", \"message.max.bytes\" = \"100000\" }",
+            )
+            .replace(
+                "kind = \"count\", size = 50, aggregate = \"p95\"",
+                "kind = \"tumbling\", size = \"7d\", aggregate = \"p95\"",
+            );
+        assert!(t.contains("\"message.max.bytes\" = \"100000\"") && t.contains("size = \"7d\""));
+        t
     };
     let (_, running) = start_with(&kafka, "poison", edit).await;
     // 1. Garbage too large to dead-letter as it is.
@@ -297,6 +304,11 @@ async fn no_record_can_stop_the_pipeline(processing: &str) {
         .with_label_values(&["too_large"])
         .get();
     assert!(removed >= 1, "dropped for size: {removed}");
+    // Its next event starts it afresh. (Sent only now: the commit that
+    // dropped it may have come after its last event, however fast the
+    // pipeline ran.)
+    produce_to_one_partition(&kafka, &producer, &[ev("heavy", 2_000, 0.95)]).await;
+    wait_processed(&[&running], sent + 1).await;
     let heavy_view = running
         .shared
         .lock()
