@@ -91,7 +91,8 @@ impl Slot {
 /// `(topic, partition)` per model would be a million topic strings.
 #[derive(Default)]
 pub struct Owners {
-    by_lineage: FxHashMap<String, u32>,
+    /// The key the model's partition holds (shared, not a copy).
+    by_lineage: FxHashMap<ModelKey, u32>,
     partitions: Vec<TopicPartition>,
 }
 
@@ -125,15 +126,15 @@ impl Owners {
 
     /// Records that `lineage` now has state on `tp`. Entries of released
     /// partitions are removed, so any other owner found is still assigned.
-    pub fn claim(&mut self, lineage: &str, tp: &TopicPartition) -> Ownership {
+    pub fn claim(&mut self, lineage: &ModelKey, tp: &TopicPartition) -> Ownership {
         let index = self.index_of(tp);
-        match self.by_lineage.get(lineage) {
+        match self.by_lineage.get(lineage.as_str()) {
             Some(&other) if other != index => Ownership::Split {
                 other: self.partitions[other as usize].clone(),
             },
             Some(_) => Ownership::First,
             None => {
-                self.by_lineage.insert(lineage.to_owned(), index);
+                self.by_lineage.insert(lineage.clone(), index);
                 Ownership::First
             }
         }
