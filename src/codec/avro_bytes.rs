@@ -77,7 +77,15 @@ impl<'a> Reader<'a> {
     /// A UTF-8 string, borrowed from the datum.
     pub(super) fn str(&mut self) -> Option<&'a str> {
         let n = self.count()?;
-        std::str::from_utf8(self.take(n)?).ok()
+        let bytes = self.take(n)?;
+        if bytes.is_ascii() {
+            // SAFETY: every byte is below 0x80, and a sequence of ASCII
+            // bytes is valid UTF-8 (each is a one-byte code point). The
+            // check is cheaper than `from_utf8` on the short strings of
+            // an event (names, versions, tags).
+            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).ok()
     }
 
     pub(super) fn owned_string(&mut self) -> Option<String> {

@@ -10,8 +10,6 @@
 //! [`super::decode`] check that it agrees with serde_json wherever it
 //! answers.
 
-use smallvec::SmallVec;
-
 use crate::model::borrowed::Entries;
 use crate::model::{MetricEventRef, ModelRefView, Text};
 
@@ -26,9 +24,10 @@ pub(super) fn read_event(json: &[u8]) -> Option<MetricEventRef<'_>> {
     };
     let mut model = None;
     let mut timestamp = None;
-    let mut metrics = None;
+    // The maps are read into the event's entries where they will stay.
+    let (mut metrics, mut has_metrics) = (Entries::default(), false);
     let mut error = None;
-    let mut tags = None;
+    let (mut tags, mut has_tags) = (Entries::default(), false);
     r.object(|r, key| match key {
         "model" if model.is_none() => {
             model = Some(r.model()?);
@@ -38,17 +37,17 @@ pub(super) fn read_event(json: &[u8]) -> Option<MetricEventRef<'_>> {
             timestamp = Some(r.integer()?);
             Some(())
         }
-        "metrics" if metrics.is_none() => {
-            metrics = Some(r.entries(Reader::double)?);
-            Some(())
+        "metrics" if !has_metrics => {
+            has_metrics = true;
+            r.entries(&mut metrics, Reader::double)
         }
         "error" if error.is_none() => {
             error = Some(r.nullable_text()?);
             Some(())
         }
-        "tags" if tags.is_none() => {
-            tags = Some(r.entries(Reader::text)?);
-            Some(())
+        "tags" if !has_tags => {
+            has_tags = true;
+            r.entries(&mut tags, Reader::text)
         }
         _ => None,
     })?;
@@ -59,11 +58,26 @@ pub(super) fn read_event(json: &[u8]) -> Option<MetricEventRef<'_>> {
     Some(MetricEventRef {
         model: model?,
         timestamp: timestamp?,
-        metrics: metrics.unwrap_or_default(),
+        metrics,
         error: error.flatten(),
-        tags: tags.unwrap_or_default(),
+        tags,
     })
 }
+
+/// The bytes that end a plain string: its closing quote, or what only a
+/// string this reader leaves to serde_json holds (an escape, a control
+/// character). One look-up per byte instead of three comparisons.
+static ENDS_PLAIN_STRING: [bool; 256] = {
+    let mut ends = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        ends[b] = true;
+        b += 1;
+    }
+    ends[b'"' as usize] = true;
+    ends[b'\\' as usize] = true;
+    ends
+};
 
 struct Reader<'a> {
     /// The whole record, checked to be UTF-8.
@@ -117,7 +131,7 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let len = self.bytes[start..]
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            .position(|&b| ENDS_PLAIN_STRING[usize::from(b)])?;
         let end = start + len;
         if self.bytes[end] != b'"' {
             return None;
@@ -236,17 +250,19 @@ impl<'a> Reader<'a> {
         text.parse::<f64>().ok().filter(|v| v.is_finite())
     }
 
-    /// An object of entries, each value read by `value`.
+    /// An object of entries, each value read by `value`, into `entries`.
     fn entries<V>(
         &mut self,
+        entries: &mut Entries<'a, V>,
         mut value: impl FnMut(&mut Self) -> Option<V>,
-    ) -> Option<Entries<'a, V>> {
-        let mut entries = SmallVec::new();
+    ) -> Option<()> {
         self.object(|r, key| {
-            entries.push((Text(key.into()), value(r)?));
+            let value = value(r)?;
+            entries.push_arrival(Text(key.into()), value);
             Some(())
         })?;
-        Some(Entries::from_arrivals(entries))
+        entries.settle();
+        Some(())
     }
 }
 

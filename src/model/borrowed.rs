@@ -71,24 +71,36 @@ impl<V> Default for Entries<'_, V> {
 }
 
 impl<'a, V> Entries<'a, V> {
-    /// Entries in arrival order, sorted and deduplicated (last wins).
-    pub fn from_arrivals(mut entries: SmallVec<[(Text<'a>, V); 4]>) -> Self {
-        if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+    /// Room for `n` more entries.
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
+    /// Adds an entry as it arrived; [`Entries::settle`] orders them once
+    /// the last has. (Filled in place: an event's entries are read
+    /// straight into it, not moved there.)
+    pub fn push_arrival(&mut self, name: Text<'a>, value: V) {
+        self.0.push((name, value));
+    }
+
+    /// Sorts the entries that arrived by name, each name once: the last
+    /// of a repeated name wins, as inserting into a map does.
+    pub fn settle(&mut self) {
+        if self.0.windows(2).all(|w| w[0].0 < w[1].0) {
             // Already in order, each name once (what serde and Avro
             // writers of a sorted map write).
-            return Entries(entries);
+            return;
         }
         // Stable: among equal names the arrival order stays, so the last
         // of each run is the one a map keeps.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept: SmallVec<[(Text<'a>, V); 4]> = SmallVec::with_capacity(entries.len());
-        for entry in entries {
-            match kept.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => kept.push(entry),
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
-        Entries(kept)
+            same
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -99,11 +111,14 @@ impl<'a, V> Entries<'a, V> {
         self.0.is_empty()
     }
 
+    /// The entry named `name`. A scan, not a binary search: events carry
+    /// a handful of entries, and comparing lengths first skips most names
+    /// without comparing their bytes.
     pub fn get(&self, name: &str) -> Option<&V> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.0[i].1)
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
@@ -120,11 +135,12 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
                 f.write_str("a map")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut entries = SmallVec::new();
-                while let Some(entry) = map.next_entry::<Text<'a>, V>()? {
-                    entries.push(entry);
+                let mut entries = Entries::default();
+                while let Some((name, value)) = map.next_entry::<Text<'a>, V>()? {
+                    entries.push_arrival(name, value);
                 }
-                Ok(Entries::from_arrivals(entries))
+                entries.settle();
+                Ok(entries)
             }
         }
         deserializer.deserialize_map(EntriesVisitor(PhantomData))
