@@ -365,10 +365,11 @@ impl Worker<'_> {
                 // allocation per record.
                 event.write_lineage(&mut self.lineage);
                 let lineage = self.lineage.as_str();
-                if slot
-                    .state
-                    .model(lineage)
-                    .is_some_and(|m| offset < m.input_offset)
+                if offset < slot.restored_until
+                    && slot
+                        .state
+                        .model(lineage)
+                        .is_some_and(|m| offset < m.input_offset)
                 {
                     // Already reflected in the restored snapshot (at-least-once restart).
                     self.metrics
@@ -511,6 +512,7 @@ fn restore_pending(
         let Some(slot) = shell.slots.get_mut(&tp) else {
             continue; // revoked meanwhile
         };
+        slot.restored_until = models.values().map(|m| m.input_offset).max().unwrap_or(0);
         slot.state = PartitionState::from_restored(models);
         slot.restoring = false;
         let refetch_from = slot.refetch_from.take();

@@ -49,6 +49,10 @@ pub struct Slot {
     pub refetch_from: Option<i64>,
     /// A record key that is not its model's lineage was logged once here.
     pub key_mismatch_logged: bool,
+    /// The highest input offset a restored snapshot reflects: records
+    /// below it may be reflected already and are checked against their
+    /// model's snapshot; records at or above it never are (no look-up).
+    pub restored_until: i64,
 }
 
 impl Slot {
