@@ -1,6 +1,6 @@
 //! Per-topic record decoder.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ impl<T: DeserializeOwned> Decoder<T> {
         let confluent = match cfg.kind {
             FormatKind::ConfluentAvro | FormatKind::Auto => {
                 let registry = cfg.registry_url()?.map(Registry::new);
-                let mut local = HashMap::new();
+                let mut local = FxHashMap::default();
                 for (id, schema) in cfg.local_schema_files()? {
                     let key = format!("schemas.{id}");
                     local.insert(id, Arc::new(writer_for(&key, schema, &reader)?));
@@ -105,7 +105,7 @@ impl<T: DeserializeOwned> Decoder<T> {
     ) -> Result<Self, CodecError> {
         super::limit_avro_allocations();
         let reader = parse_schema("reader schema", reader_schema)?;
-        let mut local = HashMap::with_capacity(schemas.len());
+        let mut local = FxHashMap::default();
         for &(id, text) in schemas {
             let what = format!("schema id {id}");
             let schema = parse_schema(&what, text)?;
@@ -230,8 +230,11 @@ impl Decoder<MetricEvent> {
                 _ => None,
             },
             Route::Confluent { id, body } => {
-                let writer = self.confluent_writer(id)?;
-                if self.builtin_reader && !writer.resolve {
+                let resolves = match &self.confluent {
+                    Some(source) => source.resolves(id, &self.reader)?,
+                    None => return Err(DecodeError::UnknownSchemaId(id)),
+                };
+                if self.builtin_reader && !resolves {
                     event_reader::read_event(body)
                 } else {
                     None

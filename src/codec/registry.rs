@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use reqwest::StatusCode;
+use rustc_hash::FxHashMap;
 
 use super::DecodeError;
 
@@ -38,7 +39,8 @@ impl WriterSchema {
 /// Where Confluent writer schemas come from: the local map first, then the registry.
 #[derive(Debug)]
 pub(crate) struct SchemaSource {
-    pub(crate) local: HashMap<u32, Arc<WriterSchema>>,
+    /// By id, hashed cheaply: looked up for every record.
+    pub(crate) local: FxHashMap<u32, Arc<WriterSchema>>,
     pub(crate) registry: Option<Registry>,
 }
 
@@ -51,6 +53,15 @@ impl SchemaSource {
         match &self.registry {
             Some(registry) => registry.get(id, reader),
             None => Err(DecodeError::UnknownSchemaId(id)),
+        }
+    }
+
+    /// Whether the writer schema registered under `id` needs resolution
+    /// to the reader's (no reference counted per record for a local one).
+    pub(crate) fn resolves(&self, id: u32, reader: &Schema) -> Result<bool, DecodeError> {
+        match self.local.get(&id) {
+            Some(found) => Ok(found.resolve),
+            None => self.get(id, reader).map(|writer| writer.resolve),
         }
     }
 }

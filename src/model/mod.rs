@@ -200,7 +200,10 @@ fn validate<E: EventView + ?Sized>(event: &E) -> Result<(), InvalidEvent> {
         }
     }
     for part in [event.project(), event.name()] {
-        if part.contains('/') {
+        // A byte scan: '/' is ASCII, and no byte of a multi-byte UTF-8
+        // character is below 0x80, so this finds exactly the '/'
+        // characters (cheaper than a `char` search on short names).
+        if part.bytes().any(|b| b == b'/') {
             return Err(InvalidEvent::SlashInLineage(part.to_owned()));
         }
     }
@@ -218,19 +221,19 @@ fn validate<E: EventView + ?Sized>(event: &E) -> Result<(), InvalidEvent> {
             max: MAX_TAGS,
         });
     }
-    let labels = event
-        .metrics()
-        .map(|(k, _)| ("metric name", k.len()))
-        .chain(event.tags().map(|(k, _)| ("tag key", k.len())))
-        .chain(event.tags().map(|(_, v)| ("tag value", v.len())));
-    for (field, len) in labels {
-        if len > MAX_LABEL_BYTES {
-            return Err(InvalidEvent::TooLong {
-                field,
-                len,
-                max: MAX_LABEL_BYTES,
-            });
-        }
+    let too_long = |field, len| InvalidEvent::TooLong {
+        field,
+        len,
+        max: MAX_LABEL_BYTES,
+    };
+    if let Some((k, _)) = event.metrics().find(|(k, _)| k.len() > MAX_LABEL_BYTES) {
+        return Err(too_long("metric name", k.len()));
+    }
+    if let Some((k, _)) = event.tags().find(|(k, _)| k.len() > MAX_LABEL_BYTES) {
+        return Err(too_long("tag key", k.len()));
+    }
+    if let Some((_, v)) = event.tags().find(|(_, v)| v.len() > MAX_LABEL_BYTES) {
+        return Err(too_long("tag value", v.len()));
     }
     let timestamp = event.timestamp();
     if timestamp < 0 {
