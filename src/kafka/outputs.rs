@@ -159,10 +159,12 @@ impl Outputs {
     }
 
     /// Opens a transaction if none is open (exactly-once only).
-    pub fn begin(&self, shell: &mut Shell) -> Result<(), PipelineError> {
-        if self.processing == Processing::ExactlyOnce && !shell.txn_open {
+    /// Opens the transaction a record's outputs go into, unless one is
+    /// open (`txn_open`, the shell's flag; exactly-once only).
+    pub fn begin(&self, txn_open: &mut bool) -> Result<(), PipelineError> {
+        if self.processing == Processing::ExactlyOnce && !*txn_open {
             self.producer.begin_transaction()?;
-            shell.txn_open = true;
+            *txn_open = true;
         }
         Ok(())
     }

@@ -335,7 +335,16 @@ impl Worker<'_> {
     ) -> Result<(), PipelineError> {
         let topic = msg.topic();
         let offset = msg.offset();
-        match shell.slots.get_mut(tp) {
+        let Shell {
+            engine,
+            slots,
+            owners,
+            book,
+            txn_open,
+            ..
+        } = shell;
+        // The slot is looked up once per record.
+        let slot = match slots.get_mut(tp) {
             // Fetched before a revocation: the next owner reads it.
             None => return Ok(()),
             // Fetched before the pause took effect: read again after restore.
@@ -343,21 +352,11 @@ impl Worker<'_> {
                 slot.refetch_from = Some(slot.refetch_from.map_or(offset, |o| o.min(offset)));
                 return Ok(());
             }
-            Some(_) => {}
-        }
-        counters.consumed.inc();
-        self.outputs.begin(shell)?;
-
-        let Shell {
-            engine,
-            slots,
-            owners,
-            book,
-            ..
-        } = shell;
-        let Some(slot) = slots.get_mut(tp) else {
-            return Ok(());
+            Some(slot) => slot,
         };
+        counters.consumed.inc();
+        self.outputs.begin(txn_open)?;
+
         match verdict {
             Err(dead) => self.dead_letter(slot, msg, dead)?,
             Ok(event) => {
