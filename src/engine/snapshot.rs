@@ -11,7 +11,7 @@ use super::detector::{DetectorSpec, DetectorState, Direction, Judgement};
 use super::policy::Aggregate;
 use super::policy::{CompositeSpec, Policy, RuleSpec, SilenceSpec};
 use super::state::{Evaluation, InFlight, ModelCounters, ModelState, RuleState};
-use super::window::{count_window_kept, keep_largest, Pane, WindowResult, WindowState};
+use super::window::{count_window_kept, Pane, WindowResult, WindowState};
 use crate::detect::Level;
 use crate::model::{Action, StatusKind};
 
@@ -266,7 +266,6 @@ impl ModelSnapshot {
     /// state belongs to, windows as statistics, counters as fields.
     pub fn capture(model: &ModelState, policy: Option<&Policy>, input_offset: i64) -> Self {
         let c = &model.counters;
-        let specs = policy.map_or(&[][..], |p| p.rules.as_slice());
         let id = |id: u64| id as i64;
         ModelSnapshot {
             project: model.project().to_owned(),
@@ -275,10 +274,11 @@ impl ModelSnapshot {
             retired_versions: model.retired_versions.iter().cloned().collect(),
             policy: model.policy.to_string(),
             input_offset,
-            rules: specs
+            rules: model
+                .rules
                 .iter()
-                .zip(&model.rules)
-                .map(|(_, rule)| capture_rule(rule))
+                .take(policy.map_or(0, |p| p.rules.len()))
+                .map(capture_rule)
                 .collect(),
             composites: model
                 .composites
@@ -360,10 +360,11 @@ impl ModelSnapshot {
             for (i, (spec, state)) in policy.rules.iter().zip(model.rules.iter_mut()).enumerate() {
                 let fingerprint = &fingerprints.rules[i];
                 let legacy = fingerprints.version_1[i].as_ref();
-                let id = fingerprints.rule_ids[i] as i64;
-                if let Some(saved) = self.rules.iter().find(|r| match r.id {
-                    0 => r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec)),
-                    saved => saved == id,
+                let id = fingerprints.rule_ids[i];
+                if let Some(saved) = self.rules.iter().find(|r| {
+                    same_definition(r.id, id, || {
+                        r.rule == spec.name && (&r.spec == fingerprint || legacy == Some(&r.spec))
+                    })
                 }) {
                     if let Some(restored) = restore_rule(spec, saved) {
                         *state = RuleState {
@@ -380,10 +381,9 @@ impl ModelSnapshot {
                 .enumerate()
             {
                 let fingerprint = &fingerprints.composites[i];
-                let id = fingerprints.composite_ids[i] as i64;
-                if let Some(saved) = self.composites.iter().find(|c| match c.id {
-                    0 => c.name == spec.name && &c.spec == fingerprint,
-                    saved => saved == id,
+                let id = fingerprints.composite_ids[i];
+                if let Some(saved) = self.composites.iter().find(|c| {
+                    same_definition(c.id, id, || c.name == spec.name && &c.spec == fingerprint)
                 }) {
                     *state = CompositeState {
                         id: state.id,
@@ -399,10 +399,9 @@ impl ModelSnapshot {
                 .enumerate()
             {
                 let fingerprint = &fingerprints.silences[i];
-                let id = fingerprints.silence_ids[i] as i64;
-                if let Some(saved) = self.silences.iter().find(|s| match s.id {
-                    0 => s.name == spec.name && &s.spec == fingerprint,
-                    saved => saved == id,
+                let id = fingerprints.silence_ids[i];
+                if let Some(saved) = self.silences.iter().find(|s| {
+                    same_definition(s.id, id, || s.name == spec.name && &s.spec == fingerprint)
                 }) {
                     state.silent_since = saved.silent_since;
                     state.cooldown_until = saved.cooldown_until;
@@ -413,9 +412,10 @@ impl ModelSnapshot {
             let same_rules =
                 self.rules.len() == policy.rules.len()
                     && self.rules.iter().zip(&policy.rules).enumerate().all(
-                        |(i, (saved, spec))| match saved.id {
-                            0 => saved.rule == spec.name,
-                            id => id == fingerprints.rule_ids[i] as i64,
+                        |(i, (saved, spec))| {
+                            same_definition(saved.id, fingerprints.rule_ids[i], || {
+                                saved.rule == spec.name
+                            })
                         },
                     );
             let rules = policy.rules.len();
@@ -469,6 +469,16 @@ impl ModelSnapshot {
     }
 }
 
+/// Whether a saved state belongs to the definition with id `id`: by the
+/// id version 4 saved, or, in older versions (no id, 0), by `legacy` (the
+/// name and the fingerprint text they saved).
+fn same_definition(saved_id: i64, id: u64, legacy: impl FnOnce() -> bool) -> bool {
+    match saved_id {
+        0 => legacy(),
+        saved => saved == id as i64,
+    }
+}
+
 fn capture_rule(rule: &RuleState) -> RuleSnapshot {
     let pane_snapshot = |p: &Pane| (p.count as i64, p.figure);
     let (window_start, window_last, window, values, timestamps) = match &rule.window {
@@ -480,7 +490,7 @@ fn capture_rule(rule: &RuleState) -> RuleSnapshot {
             ..
         } => {
             let (count, figure) = pane_snapshot(pane);
-            let mut values: Vec<f64> = largest.iter().map(|r| r.0 .0).collect();
+            let mut values: Vec<f64> = largest.values().collect();
             values.sort_unstable_by(f64::total_cmp);
             let window = WindowSnapshot {
                 count,
@@ -647,7 +657,7 @@ fn restore_window(spec: &RuleSpec, saved: &RuleSnapshot, window: &mut WindowStat
             if percentile {
                 let k = count_window_kept(*size);
                 for v in &saved.values {
-                    keep_largest(largest, k, *v);
+                    largest.keep(k, *v);
                 }
             }
         }

@@ -112,7 +112,7 @@ impl Pane {
 /// An `f64` ordered by [`f64::total_cmp`], for the heap of a count
 /// window's largest samples.
 #[derive(Debug, Clone, Copy)]
-pub struct Ordered(pub f64);
+struct Ordered(f64);
 
 impl PartialEq for Ordered {
     fn eq(&self, other: &Self) -> bool {
@@ -134,11 +134,68 @@ impl Ord for Ordered {
     }
 }
 
-/// The largest samples of a count window, smallest on top.
-pub type Largest = BinaryHeap<Reverse<Ordered>>;
+/// The largest samples of a count window (its 95th percentile is the
+/// smallest of them once the window is full).
+#[derive(Debug, Clone, Default)]
+pub struct Largest(BinaryHeap<Reverse<Ordered>>);
+
+impl PartialEq for Largest {
+    /// The same samples, in whatever order the heaps hold them.
+    fn eq(&self, other: &Self) -> bool {
+        let sorted = |heap: &Largest| {
+            let mut bits: Vec<u64> = heap.values().map(f64::to_bits).collect();
+            bits.sort_unstable();
+            bits
+        };
+        sorted(self) == sorted(other)
+    }
+}
+
+impl Largest {
+    /// Keeps `value` among the `k` largest samples.
+    pub fn keep(&mut self, k: usize, value: f64) {
+        let heap = &mut self.0;
+        if heap.capacity() == 0 {
+            heap.reserve_exact(k.min(64));
+        }
+        if heap.len() < k {
+            heap.push(Reverse(Ordered(value)));
+        } else if let Some(mut smallest) = heap.peek_mut() {
+            if Ordered(value) > smallest.0 {
+                *smallest = Reverse(Ordered(value));
+            }
+        }
+    }
+
+    /// The smallest of the samples kept.
+    pub fn smallest(&self) -> Option<f64> {
+        self.0.peek().map(|r| r.0 .0)
+    }
+
+    /// The samples kept, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.0.iter().map(|r| r.0 .0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// Window state for one rule of one model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WindowState {
     Count {
         size: usize,
@@ -168,69 +225,6 @@ pub enum WindowState {
     },
 }
 
-impl PartialEq for WindowState {
-    /// Equal when they hold the same samples' statistics (a heap's order
-    /// of equal contents may differ).
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (
-                WindowState::Count {
-                    size: a,
-                    first_ts: af,
-                    last_ts: al,
-                    pane: ap,
-                    largest: ak,
-                },
-                WindowState::Count {
-                    size: b,
-                    first_ts: bf,
-                    last_ts: bl,
-                    pane: bp,
-                    largest: bk,
-                },
-            ) => {
-                let sorted = |heap: &Largest| {
-                    let mut v: Vec<u64> = heap.iter().map(|r| r.0 .0.to_bits()).collect();
-                    v.sort_unstable();
-                    v
-                };
-                (a, af, al, ap) == (b, bf, bl, bp) && sorted(ak) == sorted(bk)
-            }
-            (
-                WindowState::Tumbling {
-                    size_ms: a,
-                    start: ast,
-                    pane: ap,
-                    values: av,
-                },
-                WindowState::Tumbling {
-                    size_ms: b,
-                    start: bst,
-                    pane: bp,
-                    values: bv,
-                },
-            ) => (a, ast, ap, av) == (b, bst, bp, bv),
-            (
-                WindowState::Sliding {
-                    size_ms: a,
-                    slide_ms: asl,
-                    next_end: ae,
-                    panes: ap,
-                    samples: av,
-                },
-                WindowState::Sliding {
-                    size_ms: b,
-                    slide_ms: bsl,
-                    next_end: be,
-                    panes: bp,
-                    samples: bv,
-                },
-            ) => (a, asl, ae, ap, av) == (b, bsl, be, bp, bv),
-            _ => false,
-        }
-    }
-}
-
 impl WindowState {
     pub fn new(spec: WindowSpec, aggregate: Aggregate) -> Self {
         let pane = Pane::empty(aggregate);
@@ -240,7 +234,7 @@ impl WindowState {
                 first_ts: 0,
                 last_ts: 0,
                 pane,
-                largest: Largest::new(),
+                largest: Largest::default(),
             },
             WindowSpec::Tumbling { size_ms } => WindowState::Tumbling {
                 size_ms,
@@ -267,13 +261,29 @@ impl WindowState {
         aggregate: Aggregate,
         closed: &mut Vec<WindowResult>,
     ) -> Placement {
+        let placement = self.make_room(ts, aggregate, closed);
+        if placement == Placement::Accepted {
+            self.absorb(ts, value, aggregate);
+            self.close_if_full(aggregate, closed);
+        }
+        placement
+    }
+
+    /// Before a sample at `ts` is added: closes the time windows it ends
+    /// (appended to `closed`) and moves the open window to it, or tells why
+    /// it cannot be taken. A count window records its time span.
+    fn make_room(
+        &mut self,
+        ts: i64,
+        aggregate: Aggregate,
+        closed: &mut Vec<WindowResult>,
+    ) -> Placement {
         match self {
             WindowState::Count {
-                size,
                 first_ts,
                 last_ts,
                 pane,
-                largest,
+                ..
             } => {
                 if pane.count == 0 {
                     *first_ts = ts;
@@ -281,21 +291,6 @@ impl WindowState {
                 }
                 *first_ts = (*first_ts).min(ts);
                 *last_ts = (*last_ts).max(ts);
-                pane.add(aggregate, value);
-                if aggregate == Aggregate::P95 {
-                    keep_largest(largest, count_window_kept(*size), value);
-                }
-                if pane.count >= *size as u64 {
-                    closed.push(WindowResult {
-                        start: *first_ts,
-                        end: *last_ts,
-                        value: pane
-                            .summarise(aggregate, || largest.peek().map_or(f64::NAN, |r| r.0 .0)),
-                        samples: pane.count as usize,
-                    });
-                    *pane = Pane::empty(aggregate);
-                    largest.clear();
-                }
                 Placement::Accepted
             }
             WindowState::Tumbling {
@@ -316,10 +311,6 @@ impl WindowState {
                 }
                 if pane.count >= MAX_SAMPLES_PER_WINDOW as u64 {
                     return Placement::Overflow;
-                }
-                pane.add(aggregate, value);
-                if aggregate == Aggregate::P95 {
-                    values.push(value);
                 }
                 Placement::Accepted
             }
@@ -346,12 +337,30 @@ impl WindowState {
                 if held(panes) >= MAX_SAMPLES_PER_WINDOW as u64 {
                     return Placement::Overflow;
                 }
-                let reserve = usize::try_from(size / slide).unwrap_or(1);
-                add_to_pane(panes, reserve, align_down(ts, slide), aggregate, value);
-                if aggregate == Aggregate::P95 {
-                    samples.push((ts, value));
-                }
                 Placement::Accepted
+            }
+        }
+    }
+
+    /// A count window holding `size` samples closes.
+    fn close_if_full(&mut self, aggregate: Aggregate, closed: &mut Vec<WindowResult>) {
+        if let WindowState::Count {
+            size,
+            first_ts,
+            last_ts,
+            pane,
+            largest,
+        } = self
+        {
+            if pane.count >= *size as u64 {
+                closed.push(WindowResult {
+                    start: *first_ts,
+                    end: *last_ts,
+                    value: pane.summarise(aggregate, || largest.smallest().unwrap_or(f64::NAN)),
+                    samples: pane.count as usize,
+                });
+                *pane = Pane::empty(aggregate);
+                largest.clear();
             }
         }
     }
@@ -368,7 +377,7 @@ impl WindowState {
             } => {
                 pane.add(aggregate, value);
                 if aggregate == Aggregate::P95 {
-                    keep_largest(largest, count_window_kept(*size), value);
+                    largest.keep(count_window_kept(*size), value);
                 }
             }
             WindowState::Tumbling { pane, values, .. } => {
@@ -472,20 +481,6 @@ impl WindowState {
 /// 95th percentile: the percentile's rank counted from the top.
 pub fn count_window_kept(size: usize) -> usize {
     size.saturating_sub(p95_rank(size)) + 1
-}
-
-/// Keeps `value` among the `k` largest samples.
-pub fn keep_largest(largest: &mut Largest, k: usize, value: f64) {
-    if largest.capacity() == 0 {
-        largest.reserve_exact(k.min(64));
-    }
-    if largest.len() < k {
-        largest.push(Reverse(Ordered(value)));
-    } else if let Some(mut smallest) = largest.peek_mut() {
-        if Ordered(value) > smallest.0 {
-            *smallest = Reverse(Ordered(value));
-        }
-    }
 }
 
 /// The 1-based nearest rank of the 95th percentile among `n` samples.
