@@ -18,7 +18,8 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::client_errors::ClientErrors;
 use super::outputs::{CommitFailure, Outputs};
-use super::shell::{Shell, Slot, TopicPartition};
+use super::phase::{Phase, Transition};
+use super::shell::{Shell, TopicPartition};
 use crate::telemetry::Metrics;
 
 /// Context of the group consumer.
@@ -67,7 +68,7 @@ impl PipelineContext {
             for elem in tpl.elements() {
                 let tp: TopicPartition = (elem.topic().to_owned(), elem.partition());
                 tracing::info!(topic = %tp.0, partition = tp.1, "partition assigned; restoring its state");
-                shell.slots.insert(tp, Slot::restoring());
+                shell.assign(tp);
             }
             shell.publish_gauges(&self.metrics);
         }
@@ -77,13 +78,13 @@ impl PipelineContext {
         };
         if let Err(e) = assigned {
             tracing::error!(error = %e, "assigning partitions failed");
-            self.shell().failed = true;
+            self.shell().transition(Transition::Fail);
             return;
         }
         if tpl.count() > 0 {
             if let Err(e) = consumer.pause(tpl) {
                 tracing::error!(error = %e, "pausing partitions for restore failed");
-                self.shell().failed = true;
+                self.shell().transition(Transition::Fail);
             }
         }
     }
@@ -95,7 +96,7 @@ impl PipelineContext {
             if lost {
                 tracing::warn!("assignment lost: discarding uncommitted work");
                 self.outputs.abort(&mut shell);
-            } else if !shell.failed {
+            } else if shell.phase() != Phase::Failed {
                 match self.outputs.commit(&mut shell, consumer, true) {
                     Ok(()) => {}
                     Err(CommitFailure::Aborted(e)) => {

@@ -7,9 +7,13 @@ pub mod client_errors;
 pub mod context;
 pub mod heartbeat;
 pub mod outputs;
+pub mod phase;
 pub mod pipeline;
 pub mod restore;
 pub mod shell;
+pub mod step;
+#[cfg(test)]
+mod step_tests;
 
 /// Errors that stop the pipeline. The process exits non-zero so that an
 /// orchestrator restarts it; offsets of unfinished work were not stored, so

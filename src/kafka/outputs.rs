@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, ToBytes};
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::client_errors::{ClientErrors, ReportingContext};
+use super::phase::{Phase, Transition};
 use super::shell::{PendingOutput, Shell, TopicPartition};
+use super::step::{DeadLetterRecord, Output};
 use super::{client, PipelineError};
 use crate::codec::{schemas, Encoder, SnapshotCodec};
 use crate::config::{Config, Processing};
@@ -59,13 +61,6 @@ const RECORD_OVERHEAD_BYTES: usize = 4_096;
 /// value (and of its key): enough to see what it was.
 pub const DEAD_LETTER_PREFIX_BYTES: usize = 16 * 1024;
 
-/// A dead letter on its way, and the kind it was counted under
-/// (`too_large` when it had to be cut to fit).
-pub struct SentDeadLetter {
-    pub output: PendingOutput,
-    pub kind: &'static str,
-}
-
 /// What became of a dirty model at a commit.
 pub enum SnapshotOutcome {
     Sent,
@@ -76,12 +71,6 @@ pub enum SnapshotOutcome {
         lineage: String,
         bytes: usize,
     },
-}
-
-/// Why a record could not be applied.
-pub struct DeadLetter {
-    pub kind: &'static str,
-    pub reason: String,
 }
 
 /// What a failed commit means for the caller.
@@ -158,18 +147,41 @@ impl Outputs {
         self.processing
     }
 
-    /// Opens a transaction if none is open (exactly-once only).
-    /// Opens the transaction a record's outputs go into, unless one is
-    /// open (`txn_open`, the shell's flag; exactly-once only).
-    pub fn begin(&self, txn_open: &mut bool) -> Result<(), PipelineError> {
-        if self.processing == Processing::ExactlyOnce && !*txn_open {
+    /// Opens the transaction outputs go into, unless one is open
+    /// (exactly-once only).
+    fn begin(&self, shell: &mut Shell) -> Result<(), KafkaError> {
+        if self.processing == Processing::ExactlyOnce && shell.phase() == Phase::Idle {
             self.producer.begin_transaction()?;
-            *txn_open = true;
+            shell.transition(Transition::Begin);
         }
         Ok(())
     }
 
-    pub fn send_request(&self, request: &RetrainRequest) -> Result<PendingOutput, PipelineError> {
+    /// Hands every output the step queued to the producer (in the open
+    /// transaction, exactly-once); each slot keeps its deliveries until
+    /// they are acknowledged.
+    pub fn send_outbox(&self, shell: &mut Shell) -> Result<(), PipelineError> {
+        if shell.slots.values().all(|s| s.outbox.is_empty()) {
+            return Ok(());
+        }
+        self.begin(shell)?;
+        for (tp, slot) in shell.slots.iter_mut() {
+            for output in std::mem::take(&mut slot.outbox) {
+                let pending = match output {
+                    Output::Request(request) => self.send_request(&request)?,
+                    Output::DeadLetter(record) => self.send_dead_letter(&record)?,
+                    Output::Tombstone {
+                        lineage,
+                        input_offset,
+                    } => self.send_tombstone(tp, &lineage, input_offset)?,
+                };
+                slot.pending.push(pending);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_request(&self, request: &RetrainRequest) -> Result<PendingOutput, PipelineError> {
         let payload = self.requests.encode(request)?;
         let key = request.model.lineage();
         let headers = OwnedHeaders::new().insert(Header {
@@ -183,20 +195,17 @@ impl Outputs {
         self.send(&self.output_topic, record)
     }
 
-    /// Sends `msg` to the dead-letter topic with its reason and source
-    /// coordinates. A record too large for the topic is still
-    /// dead-lettered: its key and value cut to a prefix, with headers
+    /// Sends a record to the dead-letter topic with its reason and source
+    /// coordinates, counted by kind. A record too large for the topic is
+    /// still dead-lettered: its key and value cut to a prefix, with headers
     /// giving the original sizes and reason, and the kind `too_large`; the
     /// coordinates say where to fetch the original.
-    pub fn send_dead_letter<'m>(
-        &self,
-        msg: &'m BorrowedMessage<'_>,
-        dead: &DeadLetter,
-    ) -> Result<SentDeadLetter, PipelineError> {
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let key = msg.key().unwrap_or_default();
-        let payload = msg.payload().unwrap_or_default();
+    fn send_dead_letter(&self, msg: &DeadLetterRecord) -> Result<PendingOutput, PipelineError> {
+        let dead = &msg.dead;
+        let partition = msg.partition.to_string();
+        let offset = msg.offset.to_string();
+        let key = msg.key.as_deref().unwrap_or_default();
+        let payload = msg.payload.as_deref().unwrap_or_default();
         let too_large = key.len() + payload.len() + dead.reason.len() > self.record_budget;
         let (kind, reason, key_bytes, value_bytes) = if too_large {
             let reason = format!(
@@ -219,7 +228,7 @@ impl Outputs {
         let mut headers = OwnedHeaders::new()
             .insert(header(dlq_headers::ERROR, reason.as_bytes()))
             .insert(header(dlq_headers::ERROR_KIND, kind.as_bytes()))
-            .insert(header(dlq_headers::SOURCE_TOPIC, msg.topic().as_bytes()))
+            .insert(header(dlq_headers::SOURCE_TOPIC, msg.topic.as_bytes()))
             .insert(header(dlq_headers::SOURCE_PARTITION, partition.as_bytes()))
             .insert(header(dlq_headers::SOURCE_OFFSET, offset.as_bytes()));
         if too_large {
@@ -234,29 +243,35 @@ impl Outputs {
                 ))
                 .insert(header(dlq_headers::ORIGINAL_KIND, dead.kind.as_bytes()));
         }
-        let cut = |bytes: &'m [u8]| -> &'m [u8] {
+        let cut = |bytes: &'_ [u8]| -> usize {
             if too_large {
-                prefix(bytes, DEAD_LETTER_PREFIX_BYTES)
+                bytes.len().min(DEAD_LETTER_PREFIX_BYTES)
             } else {
-                bytes
+                bytes.len()
             }
         };
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.dlq_topic).headers(headers);
-        if let Some(key) = msg.key() {
-            record = record.key(cut(key));
+        if let Some(key) = &msg.key {
+            record = record.key(&key[..cut(key)]);
         }
-        if let Some(payload) = msg.payload() {
-            record = record.payload(cut(payload));
+        if let Some(payload) = &msg.payload {
+            record = record.payload(&payload[..cut(payload)]);
         }
         let output = self.send(&self.dlq_topic, record)?;
-        Ok(SentDeadLetter { output, kind })
+        self.metrics
+            .records_dead_lettered
+            .with_label_values(&[msg.topic.as_str(), kind])
+            .inc();
+        tracing::warn!(topic = %msg.topic, partition = msg.partition, offset = msg.offset,
+            kind, reason = %dead.reason, "dead-lettering record");
+        Ok(output)
     }
 
     /// Deletes a model's changelog entry (a record without a value), so a
     /// restore does not bring it back and compaction forgets it.
     /// `input_offset` is the next input offset when it was removed.
-    pub fn send_tombstone(
+    fn send_tombstone(
         &self,
         (topic, partition): &TopicPartition,
         lineage: &str,
@@ -366,18 +381,24 @@ impl Outputs {
         consumer: &BaseConsumer<C>,
         sync: bool,
     ) -> Result<(), CommitFailure> {
-        if shell.failed {
-            return Err(CommitFailure::Fatal(PipelineError::Delivery {
-                topic: "outputs".into(),
-                error: "an earlier output failed; nothing more is committed".into(),
-            }));
+        match shell.phase() {
+            Phase::Failed => {
+                return Err(CommitFailure::Fatal(PipelineError::Delivery {
+                    topic: "outputs".into(),
+                    error: "an earlier output failed; nothing more is committed".into(),
+                }))
+            }
+            // The aborted work is read again after the rewind: nothing of
+            // it is committed.
+            Phase::Rewinding => return Ok(()),
+            Phase::Idle | Phase::InTransaction => {}
         }
         let result = match self.processing {
             Processing::ExactlyOnce => self.commit_transaction(shell, consumer),
             Processing::AtLeastOnce => self.commit_at_least_once(shell, consumer, sync),
         };
         if let Err(CommitFailure::Fatal(_)) = &result {
-            shell.failed = true;
+            shell.transition(Transition::Fail);
         }
         result
     }
@@ -409,15 +430,13 @@ impl Outputs {
         shell: &mut Shell,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), CommitFailure> {
-        let dirty = shell.slots.values().any(|s| !s.dirty.is_empty());
-        if !shell.txn_open && !dirty {
+        if shell.settled() {
             return Ok(());
         }
-        if !shell.txn_open {
-            if let Err(e) = self.producer.begin_transaction() {
-                return self.handle_transaction_error(shell, e);
-            }
-            shell.txn_open = true;
+        // Records without outputs opened no transaction; their offsets
+        // (and their models' snapshots) need one.
+        if let Err(e) = self.begin(shell) {
+            return self.handle_transaction_error(shell, e);
         }
         let snapshots = match self.send_snapshots(shell) {
             Ok((sent, dropped)) => {
@@ -450,7 +469,7 @@ impl Outputs {
         })();
         match attempt {
             Ok(moved) => {
-                shell.txn_open = false;
+                shell.transition(Transition::Commit);
                 Self::mark_committed(shell, moved);
                 Ok(())
             }
@@ -479,33 +498,27 @@ impl Outputs {
     /// committed offsets; a failed abort is fatal.
     fn abort_and_rewind(&self, shell: &mut Shell, reason: String) -> Result<(), CommitFailure> {
         tracing::warn!(error = %reason, "transaction failed; aborting and rewinding to the committed offsets");
-        for slot in shell.slots.values_mut() {
-            slot.pending.clear();
-        }
+        discard_outputs(shell);
         if let Err(abort) = self.producer.abort_transaction(TXN_TIMEOUT) {
             tracing::error!(error = %abort, "aborting the transaction failed; stopping");
             return Err(CommitFailure::Fatal(abort.into()));
         }
-        shell.txn_open = false;
-        shell.rewind = true;
+        shell.transition(Transition::Abort);
         Err(CommitFailure::Aborted(reason))
     }
 
     /// Aborts the open transaction (a lost assignment): its effects are
     /// discarded and every slot is rewound.
     pub fn abort(&self, shell: &mut Shell) {
-        if self.processing == Processing::ExactlyOnce && shell.txn_open {
+        if self.processing == Processing::ExactlyOnce && shell.phase().in_transaction() {
             match self.producer.abort_transaction(TXN_TIMEOUT) {
                 Ok(()) => {
-                    shell.txn_open = false;
-                    shell.rewind = true;
-                    for slot in shell.slots.values_mut() {
-                        slot.pending.clear();
-                    }
+                    shell.transition(Transition::Abort);
+                    discard_outputs(shell);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "aborting after a lost assignment failed");
-                    shell.failed = true;
+                    shell.transition(Transition::Fail);
                 }
             }
         }
@@ -545,6 +558,7 @@ impl Outputs {
             result.map_err(|e| fatal(e.into()))?;
         }
         Self::mark_committed(shell, moved);
+        shell.transition(Transition::Commit);
         Ok(())
     }
 
@@ -567,6 +581,15 @@ impl Outputs {
         if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "flushing producer on exit");
         }
+    }
+}
+
+/// Drops the outputs of an aborted transaction, sent or not: the records
+/// behind them are read again.
+fn discard_outputs(shell: &mut Shell) {
+    for slot in shell.slots.values_mut() {
+        slot.outbox.clear();
+        slot.pending.clear();
     }
 }
 

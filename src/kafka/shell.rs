@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rdkafka::producer::DeliveryFuture;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::phase::{Phase, SlotPhase, Transition};
+use super::step::Output;
 use crate::engine::state::{ModelKey, ModelView, PartitionState};
 use crate::engine::Engine;
 use crate::model::RetrainStatus;
@@ -30,23 +32,25 @@ pub struct PendingOutput {
 }
 
 /// One assigned input partition.
-#[derive(Default)]
 pub struct Slot {
     pub state: PartitionState,
-    /// True until the partition's state was read back from the changelog;
-    /// the partition is paused meanwhile.
-    pub restoring: bool,
+    /// Restoring (paused) or running.
+    pub phase: SlotPhase,
+    /// Which assignment of the partition this slot belongs to: a restore
+    /// read for an earlier assignment (revoked and assigned again since)
+    /// is not installed into this one.
+    pub assignment: u64,
     /// The offset after the last record processed since assignment.
     pub processed_next: Option<i64>,
     /// The last offset committed (or stored for commit).
     pub committed_next: Option<i64>,
+    /// What the records applied asked to write, not yet handed to the
+    /// producer.
+    pub outbox: Vec<Output>,
+    /// Written, not yet acknowledged.
     pub pending: Vec<PendingOutput>,
     /// Models changed since their last snapshot.
     pub dirty: FxHashSet<ModelKey>,
-    /// The first offset polled (and set aside) while restoring: librdkafka
-    /// may fetch a partition before the pause on assignment takes effect,
-    /// and those records must be read again once the state is back.
-    pub refetch_from: Option<i64>,
     /// A record key that is not its model's lineage was logged once here.
     pub key_mismatch_logged: bool,
     /// The highest input offset a restored snapshot reflects: records
@@ -56,11 +60,28 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A slot whose state must first be restored.
-    pub fn restoring() -> Self {
+    /// The slot of a newly assigned partition: its state must first be
+    /// restored.
+    pub fn restoring(assignment: u64) -> Self {
         Slot {
-            restoring: true,
-            ..Slot::default()
+            state: PartitionState::default(),
+            phase: SlotPhase::Restoring { refetch_from: None },
+            assignment,
+            processed_next: None,
+            committed_next: None,
+            outbox: Vec::new(),
+            pending: Vec::new(),
+            dirty: FxHashSet::default(),
+            key_mismatch_logged: false,
+            restored_until: 0,
+        }
+    }
+
+    /// A running slot with empty state (tests of the shell's step).
+    pub fn running(assignment: u64) -> Self {
+        Slot {
+            phase: SlotPhase::Running,
+            ..Slot::restoring(assignment)
         }
     }
 
@@ -86,7 +107,10 @@ impl Slot {
 
     /// True when nothing processed is waiting to become durable.
     pub fn settled(&self) -> bool {
-        self.pending.is_empty() && self.dirty.is_empty() && self.commit_candidate().is_none()
+        self.outbox.is_empty()
+            && self.pending.is_empty()
+            && self.dirty.is_empty()
+            && self.commit_candidate().is_none()
     }
 }
 
@@ -206,14 +230,11 @@ pub struct Shell {
     pub book: StatusBook,
     /// Set once the first assignment (possibly empty) arrived.
     pub assigned_once: bool,
-    /// Exactly-once: a transaction is open.
-    pub txn_open: bool,
-    /// Set when processed work can no longer be made durable (a failed
-    /// delivery or transaction): nothing may be committed any more.
-    pub failed: bool,
-    /// Set when the open transaction was aborted: every slot must be
-    /// restored and its partition rewound to the committed offset.
-    pub rewind: bool,
+    /// Where the work stands (transaction, rewind, failure); changed only
+    /// through [`Shell::transition`].
+    phase: Phase,
+    /// Assignments made so far (numbers each slot's).
+    assignments: u64,
 }
 
 impl Shell {
@@ -224,9 +245,40 @@ impl Shell {
             owners: Owners::default(),
             book: StatusBook::default(),
             assigned_once: false,
-            txn_open: false,
-            failed: false,
-            rewind: false,
+            phase: Phase::Idle,
+            assignments: 0,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Moves the shell to its next phase. A transition the phase table
+    /// does not allow is a bug; the shell fails rather than go on.
+    pub fn transition(&mut self, transition: Transition) {
+        self.phase = match self.phase.after(transition) {
+            Some(next) => next,
+            None => {
+                tracing::error!(phase = ?self.phase, ?transition, "transition not allowed from this phase; failing");
+                Phase::Failed
+            }
+        };
+    }
+
+    /// A newly assigned partition: its slot, restoring.
+    pub fn assign(&mut self, tp: TopicPartition) {
+        self.assignments += 1;
+        self.slots.insert(tp, Slot::restoring(self.assignments));
+    }
+
+    /// A restore begun before a rewind must not be installed after it: the
+    /// slots are numbered anew.
+    pub fn restart_restores(&mut self) {
+        let tps: Vec<TopicPartition> = self.slots.keys().cloned().collect();
+        for tp in tps {
+            self.release(&tp);
+            self.assign(tp);
         }
     }
 
@@ -301,13 +353,16 @@ impl Shell {
     }
 
     pub fn restoring_partitions(&self) -> usize {
-        self.slots.values().filter(|s| s.restoring).count()
+        self.slots
+            .values()
+            .filter(|s| s.phase.is_restoring())
+            .count()
     }
 
     /// True when every processed record's outputs are acknowledged and its
     /// offset stored.
     pub fn settled(&self) -> bool {
-        !self.txn_open && self.slots.values().all(Slot::settled)
+        !self.phase.in_transaction() && self.slots.values().all(Slot::settled)
     }
 
     /// Ready: the first assignment arrived and no partition is restoring.
@@ -328,7 +383,7 @@ impl Shell {
 pub fn lock(shell: &std::sync::Mutex<Shell>) -> std::sync::MutexGuard<'_, Shell> {
     shell.lock().unwrap_or_else(|poisoned| {
         let mut shell = poisoned.into_inner();
-        shell.failed = true;
+        shell.transition(Transition::Fail);
         shell
     })
 }

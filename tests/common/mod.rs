@@ -643,8 +643,8 @@ pub async fn wait_processed(instances: &[&Running], records: usize) {
                         .iter()
                         .map(|(tp, s)| {
                             format!(
-                                "{}/{}: restoring={} next={:?} committed={:?}",
-                                tp.0, tp.1, s.restoring, s.processed_next, s.committed_next
+                                "{}/{}: phase={:?} next={:?} committed={:?}",
+                                tp.0, tp.1, s.phase, s.processed_next, s.committed_next
                             )
                         })
                         .collect::<Vec<_>>()
