@@ -211,7 +211,7 @@ fn rewind(shared: &Shared, consumer: &BaseConsumer<PipelineContext>) -> Result<(
     let mut tpl = TopicPartitionList::new();
     {
         let mut shell = shared.lock();
-        shell.restart_restores();
+        shell.reassign_all();
         shell.transition(Transition::Rewound);
         for (topic, partition) in shell.slots.keys() {
             tpl.add_partition(topic, *partition);

@@ -78,6 +78,7 @@ impl Slot {
     }
 
     /// A running slot with empty state (tests of the shell's step).
+    #[cfg(test)]
     pub fn running(assignment: u64) -> Self {
         Slot {
             phase: SlotPhase::Running,
@@ -272,9 +273,10 @@ impl Shell {
         self.slots.insert(tp, Slot::restoring(self.assignments));
     }
 
-    /// A restore begun before a rewind must not be installed after it: the
-    /// slots are numbered anew.
-    pub fn restart_restores(&mut self) {
+    /// After an aborted transaction: every partition's state is dropped and
+    /// its slot assigned anew (restoring, with a new number, so a restore
+    /// begun before the rewind is not installed after it).
+    pub fn reassign_all(&mut self) {
         let tps: Vec<TopicPartition> = self.slots.keys().cloned().collect();
         for tp in tps {
             self.release(&tp);
