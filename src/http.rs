@@ -1,5 +1,11 @@
 //! The operational HTTP API: `/metrics`, `/healthz`, `/readyz` and
 //! `GET /models/{project}/{name}`.
+//!
+//! `/metrics`, `/healthz` and `/readyz` read what the pipeline publishes
+//! (metrics, its heartbeat, its readiness) and never take the shell's
+//! lock. `/models` looks one model up under the lock, which the pipeline
+//! holds only to apply a chunk of records or to take a commit's work,
+//! never while it waits for the broker.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,10 +87,9 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let (ready, restoring) = {
-        let shell = state.shared.lock();
-        (shell.ready(), shell.restoring_partitions())
-    };
+    // Published by the shell: no lock, so the probe never waits on it.
+    let readiness = &state.shared.readiness;
+    let (ready, restoring) = (readiness.ready(), readiness.restoring());
     if ready && state.alive.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -64,7 +64,7 @@ impl PipelineContext {
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         {
             let mut shell = self.shell();
-            shell.assigned_once = true;
+            shell.note_assignment();
             for elem in tpl.elements() {
                 let tp: TopicPartition = (elem.topic().to_owned(), elem.partition());
                 tracing::info!(topic = %tp.0, partition = tp.1, "partition assigned; restoring its state");
@@ -91,22 +91,22 @@ impl PipelineContext {
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let lost = consumer.assignment_lost();
-        {
-            let mut shell = self.shell();
-            if lost {
-                tracing::warn!("assignment lost: discarding uncommitted work");
-                self.outputs.abort(&mut shell);
-            } else if shell.phase() != Phase::Failed {
-                match self.outputs.commit(&mut shell, consumer, true) {
-                    Ok(()) => {}
-                    Err(CommitFailure::Aborted(e)) => {
-                        tracing::warn!(error = %e, "commit on revocation aborted; the next owner reprocesses")
-                    }
-                    Err(CommitFailure::Fatal(e)) => {
-                        tracing::error!(error = %e, "commit on revocation failed")
-                    }
+        if lost {
+            tracing::warn!("assignment lost: discarding uncommitted work");
+            self.outputs.abort(&mut self.shell());
+        } else if self.shell().phase() != Phase::Failed {
+            match self.outputs.commit(&self.shell, consumer, true) {
+                Ok(()) => {}
+                Err(CommitFailure::Aborted(e)) => {
+                    tracing::warn!(error = %e, "commit on revocation aborted; the next owner reprocesses")
+                }
+                Err(CommitFailure::Fatal(e)) => {
+                    tracing::error!(error = %e, "commit on revocation failed")
                 }
             }
+        }
+        {
+            let mut shell = self.shell();
             for elem in tpl.elements() {
                 let tp: TopicPartition = (elem.topic().to_owned(), elem.partition());
                 if shell.release(&tp).is_some() {

@@ -9,6 +9,7 @@ pub mod heartbeat;
 pub mod outputs;
 pub mod phase;
 pub mod pipeline;
+pub mod readiness;
 pub mod restore;
 pub mod shell;
 pub mod step;

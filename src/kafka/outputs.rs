@@ -8,7 +8,7 @@
 //! stored; a model's snapshot records the input offset it reflects, so a
 //! restarted instance does not apply a record twice to state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::client_errors::{ClientErrors, ReportingContext};
 use super::phase::{Phase, Transition};
-use super::shell::{PendingOutput, Shell, TopicPartition};
+use super::shell::{lock, PendingOutput, Shell, TopicPartition};
 use super::step::{DeadLetterRecord, Output};
 use super::{client, PipelineError};
 use crate::codec::{schemas, Encoder, SnapshotCodec};
@@ -81,6 +81,19 @@ pub enum CommitFailure {
     Aborted(String),
     /// Nothing more can be made durable: stop (exit non-zero).
     Fatal(PipelineError),
+}
+
+/// The offsets a commit moves: the list handed to Kafka and, per
+/// partition, the offset each slot records as committed once it succeeds.
+struct Due {
+    offsets: TopicPartitionList,
+    moved: Vec<(TopicPartition, i64)>,
+}
+
+/// What a transaction's commit awaits, taken under the lock.
+struct Prepared {
+    pending: Vec<PendingOutput>,
+    due: Due,
 }
 
 /// The producer and encoders of everything driftwatch writes.
@@ -375,13 +388,19 @@ impl Outputs {
     /// commits the transaction (exactly-once), or awaits outputs and
     /// snapshots and stores the offsets (at-least-once; `sync` commits them
     /// at once, as on revocation and shutdown).
+    ///
+    /// The shell's lock is taken to encode the snapshots and take what is
+    /// due, and again to record the outcome, but never held while the
+    /// broker is awaited: HTTP readers do not stall behind a slow commit.
+    /// Only the pipeline thread applies records, and it is the one here, so
+    /// nothing is processed between the two.
     pub fn commit<C: ConsumerContext>(
         &self,
-        shell: &mut Shell,
+        shell: &Mutex<Shell>,
         consumer: &BaseConsumer<C>,
         sync: bool,
     ) -> Result<(), CommitFailure> {
-        match shell.phase() {
+        match lock(shell).phase() {
             Phase::Failed => {
                 return Err(CommitFailure::Fatal(PipelineError::Delivery {
                     topic: "outputs".into(),
@@ -398,23 +417,21 @@ impl Outputs {
             Processing::AtLeastOnce => self.commit_at_least_once(shell, consumer, sync),
         };
         if let Err(CommitFailure::Fatal(_)) = &result {
-            shell.transition(Transition::Fail);
+            lock(shell).transition(Transition::Fail);
         }
         result
     }
 
-    fn offsets(
-        shell: &Shell,
-    ) -> Result<(TopicPartitionList, Vec<(TopicPartition, i64)>), KafkaError> {
-        let mut tpl = TopicPartitionList::new();
+    fn offsets(shell: &Shell) -> Result<Due, KafkaError> {
+        let mut offsets = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (tp, slot) in &shell.slots {
             if let Some(next) = slot.commit_candidate() {
-                tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next))?;
+                offsets.add_partition_offset(&tp.0, tp.1, Offset::Offset(next))?;
                 moved.push((tp.clone(), next));
             }
         }
-        Ok((tpl, moved))
+        Ok(Due { offsets, moved })
     }
 
     fn mark_committed(shell: &mut Shell, moved: Vec<(TopicPartition, i64)>) {
@@ -425,55 +442,69 @@ impl Outputs {
         }
     }
 
-    fn commit_transaction<C: ConsumerContext>(
-        &self,
-        shell: &mut Shell,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<(), CommitFailure> {
+    /// Under the lock: opens the transaction if needed, sends the
+    /// snapshots, and takes every delivery outstanding and the offsets due.
+    /// `None` when nothing awaits a commit.
+    fn prepare_transaction(&self, shell: &mut Shell) -> Result<Option<Prepared>, CommitFailure> {
         if shell.settled() {
-            return Ok(());
+            return Ok(None);
         }
         // Records without outputs opened no transaction; their offsets
         // (and their models' snapshots) need one.
         if let Err(e) = self.begin(shell) {
-            return self.handle_transaction_error(shell, e);
+            return self.handle_transaction_error(shell, e).map(|()| None);
         }
         let snapshots = match self.send_snapshots(shell) {
             Ok((sent, dropped)) => {
                 self.report_dropped(dropped);
                 sent
             }
-            Err(PipelineError::Kafka(e)) => return self.handle_transaction_error(shell, e),
+            Err(PipelineError::Kafka(e)) => {
+                return self.handle_transaction_error(shell, e).map(|()| None)
+            }
             Err(other) => return Err(CommitFailure::Fatal(other)),
+        };
+        let mut pending = shell.take_pending();
+        pending.extend(snapshots);
+        match Self::offsets(shell) {
+            Ok(due) => Ok(Some(Prepared { pending, due })),
+            Err(e) => self.handle_transaction_error(shell, e).map(|()| None),
+        }
+    }
+
+    fn commit_transaction<C: ConsumerContext>(
+        &self,
+        shell: &Mutex<Shell>,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), CommitFailure> {
+        let Some(Prepared { pending, due }) = self.prepare_transaction(&mut lock(shell))? else {
+            return Ok(());
         };
         // Await every delivery before committing: the commit would flush
         // anyway, but rust-rdkafka's flush polls in fixed 100 ms slices
         // while the producer's own thread serves the delivery reports, so a
         // commit with reports outstanding costs at least 100 ms.
-        let mut pending = shell.take_pending();
-        pending.extend(snapshots);
         if let Err(error) = settle(pending) {
-            return self.abort_and_rewind(shell, error);
+            return self.abort_and_rewind(&mut lock(shell), error);
         }
-        let attempt = (|| -> Result<Vec<(TopicPartition, i64)>, KafkaError> {
-            let (tpl, moved) = Self::offsets(shell)?;
-            if tpl.count() > 0 {
+        let attempt = (|| -> Result<(), KafkaError> {
+            if due.offsets.count() > 0 {
                 let metadata = consumer
                     .group_metadata()
                     .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
                 self.producer
-                    .send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)?;
+                    .send_offsets_to_transaction(&due.offsets, &metadata, TXN_TIMEOUT)?;
             }
-            self.producer.commit_transaction(TXN_TIMEOUT)?;
-            Ok(moved)
+            self.producer.commit_transaction(TXN_TIMEOUT)
         })();
+        let mut shell = lock(shell);
         match attempt {
-            Ok(moved) => {
+            Ok(()) => {
                 shell.transition(Transition::Commit);
-                Self::mark_committed(shell, moved);
+                Self::mark_committed(&mut shell, due.moved);
                 Ok(())
             }
-            Err(e) => self.handle_transaction_error(shell, e),
+            Err(e) => self.handle_transaction_error(&mut shell, e),
         }
     }
 
@@ -526,38 +557,43 @@ impl Outputs {
 
     fn commit_at_least_once<C: ConsumerContext>(
         &self,
-        shell: &mut Shell,
+        shell: &Mutex<Shell>,
         consumer: &BaseConsumer<C>,
         sync: bool,
     ) -> Result<(), CommitFailure> {
+        let fatal = |e: PipelineError| CommitFailure::Fatal(e);
         // Outputs first: a snapshot may only claim records whose outputs
         // are acknowledged.
-        let pending = shell.take_pending();
-        let fatal = |e: PipelineError| CommitFailure::Fatal(e);
+        let pending = lock(shell).take_pending();
         settle(pending).map_err(|error| {
             fatal(PipelineError::Delivery {
                 topic: "outputs".into(),
                 error,
             })
         })?;
-        let (snapshots, dropped) = self.send_snapshots(shell).map_err(fatal)?;
-        self.report_dropped(dropped);
+        let (snapshots, due) = {
+            let mut shell = lock(shell);
+            let (snapshots, dropped) = self.send_snapshots(&mut shell).map_err(fatal)?;
+            self.report_dropped(dropped);
+            let due = Self::offsets(&shell).map_err(|e| fatal(e.into()))?;
+            (snapshots, due)
+        };
         settle(snapshots).map_err(|error| {
             fatal(PipelineError::Delivery {
                 topic: self.changelog_topic.clone(),
                 error,
             })
         })?;
-        let (tpl, moved) = Self::offsets(shell).map_err(|e| fatal(e.into()))?;
-        if tpl.count() > 0 {
+        if due.offsets.count() > 0 {
             let result = if sync {
-                consumer.commit(&tpl, CommitMode::Sync)
+                consumer.commit(&due.offsets, CommitMode::Sync)
             } else {
-                consumer.store_offsets(&tpl)
+                consumer.store_offsets(&due.offsets)
             };
             result.map_err(|e| fatal(e.into()))?;
         }
-        Self::mark_committed(shell, moved);
+        let mut shell = lock(shell);
+        Self::mark_committed(&mut shell, due.moved);
         shell.transition(Transition::Commit);
         Ok(())
     }

@@ -23,13 +23,13 @@ use super::context::PipelineContext;
 use super::heartbeat::Heartbeat;
 use super::outputs::{CommitFailure, Outputs};
 use super::phase::{Phase, Transition};
-use super::restore::Restorer;
-use super::shell::{lock, Ownership, Shell, TopicPartition};
+use super::readiness::Readiness;
+use super::restore::{RestoreJob, Restored, Restorer};
+use super::shell::{lock, Shell, TopicPartition};
 use super::step::{Record, Step};
 use super::{admin, client, PipelineError};
 use crate::codec::{schemas, Decoder};
 use crate::config::{Config, InputTopics, Processing};
-use crate::engine::state::{ModelKey, PartitionState};
 use crate::engine::StatusOutcome;
 use crate::model::RetrainStatus;
 use crate::telemetry::Metrics;
@@ -44,6 +44,8 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Shared {
     pub shell: Arc<Mutex<Shell>>,
+    /// The shell's readiness, readable without its lock.
+    pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
     /// What the Kafka clients reported going wrong, for `/readyz`.
     pub client_errors: Arc<ClientErrors>,
@@ -56,6 +58,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(shell: Shell, metrics: Arc<Metrics>) -> Self {
         Shared {
+            readiness: shell.readiness(),
             shell: Arc::new(Mutex::new(shell)),
             client_errors: Arc::new(ClientErrors::new(Arc::clone(&metrics))),
             heartbeat: Arc::new(Heartbeat::new()),
@@ -76,12 +79,15 @@ const MAX_BATCH: usize = 4_096;
 /// the cache between the two.
 const DECODE_CHUNK: usize = 256;
 
-/// Polls a batch: waits up to `POLL_TIMEOUT` for the first record, then
-/// takes whatever is already fetched, up to [`MAX_BATCH`]. Rebalance
-/// callbacks run inside these polls, between records.
-fn poll_batch<'c>(consumer: &'c BaseConsumer<PipelineContext>) -> Vec<BorrowedMessage<'c>> {
+/// Polls a batch: waits up to `wait` for the first record, then takes
+/// whatever is already fetched, up to [`MAX_BATCH`]. Rebalance callbacks
+/// run inside these polls, between records.
+fn poll_batch(
+    consumer: &BaseConsumer<PipelineContext>,
+    wait: Duration,
+) -> Vec<BorrowedMessage<'_>> {
     let mut batch = Vec::new();
-    let mut timeout = POLL_TIMEOUT;
+    let mut timeout = wait;
     while batch.len() < MAX_BATCH {
         match consumer.poll(timeout) {
             Some(Ok(msg)) => batch.push(msg),
@@ -147,52 +153,109 @@ fn committed_offsets(
         .collect())
 }
 
-/// Restores every slot marked restoring, then resumes its partition.
-fn restore_pending(
+/// Time given to a restore in each turn of the loop: the running
+/// partitions are processed, and the group polled, between slices.
+const RESTORE_SLICE: Duration = Duration::from_millis(100);
+
+/// Restores newly assigned partitions a slice at a time, one job at a
+/// time: partitions assigned while a job runs wait for the next.
+struct Restores {
+    restorer: Restorer,
+    processing: Processing,
+    job: Option<RestoreJob>,
+}
+
+impl Restores {
+    /// True while a restore is under way.
+    fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// One turn's worth: starts a job for the partitions restoring if none
+    /// runs, advances it by a slice, and installs what it restored when it
+    /// is done. A job whose partitions were all revoked or assigned anew
+    /// meanwhile is dropped.
+    fn turn(
+        &mut self,
+        shared: &Shared,
+        consumer: &BaseConsumer<PipelineContext>,
+    ) -> Result<(), PipelineError> {
+        let mut job = match self.job.take() {
+            Some(job) => job,
+            None => match self.start(shared, consumer)? {
+                Some(job) => job,
+                None => return Ok(()),
+            },
+        };
+        let wanted = {
+            let shell = shared.lock();
+            job.partitions()
+                .iter()
+                .any(|(tp, assignment)| shell.awaits_restore(tp, *assignment))
+        };
+        if !wanted {
+            return self.restorer.cancel(job);
+        }
+        if !self
+            .restorer
+            .advance(&mut job, RESTORE_SLICE, &shared.metrics)?
+        {
+            self.job = Some(job);
+            return Ok(());
+        }
+        let restored = self.restorer.finish(job, &shared.metrics)?;
+        install(shared, consumer, restored)
+    }
+
+    fn start(
+        &self,
+        shared: &Shared,
+        consumer: &BaseConsumer<PipelineContext>,
+    ) -> Result<Option<RestoreJob>, PipelineError> {
+        let (todo, engine) = {
+            let shell = shared.lock();
+            (shell.restoring(), shell.engine.clone())
+        };
+        if todo.is_empty() {
+            return Ok(None);
+        }
+        let committed = match self.processing {
+            Processing::ExactlyOnce => {
+                let tps: Vec<TopicPartition> = todo.iter().map(|(tp, _)| tp.clone()).collect();
+                Some(committed_offsets(consumer, &tps)?)
+            }
+            Processing::AtLeastOnce => None,
+        };
+        tracing::info!(
+            partitions = todo.len(),
+            "restoring state from the changelog"
+        );
+        self.restorer.start(engine, todo, committed).map(Some)
+    }
+}
+
+/// Installs restored state into the slots still waiting for it, then
+/// resumes their partitions (from the first record set aside meanwhile).
+fn install(
     shared: &Shared,
     consumer: &BaseConsumer<PipelineContext>,
-    restorer: &Restorer,
-    processing: Processing,
+    restored: Restored,
 ) -> Result<(), PipelineError> {
-    let todo: Vec<TopicPartition> = shared
-        .lock()
-        .slots
-        .iter()
-        .filter(|(_, s)| s.phase.is_restoring())
-        .map(|(tp, _)| tp.clone())
-        .collect();
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let engine = shared.lock().engine.clone();
-    let committed = match processing {
-        Processing::ExactlyOnce => Some(committed_offsets(consumer, &todo)?),
-        Processing::AtLeastOnce => None,
-    };
-    let restored = restorer.restore(
-        &engine,
-        &todo,
-        committed.as_ref(),
-        &shared.metrics,
-        &shared.heartbeat,
-    )?;
-    for (tp, models) in restored {
-        let mut shell = shared.lock();
-        let Some(slot) = shell.slots.get_mut(&tp) else {
-            continue; // revoked meanwhile
+    for (tp, assignment, models) in restored {
+        let mut split = Vec::new();
+        let installed = {
+            let mut shell = shared.lock();
+            let installed = shell.install_restored(&tp, assignment, models, &mut split);
+            shell.publish_gauges(&shared.metrics);
+            installed
         };
-        slot.restored_until = models.values().map(|m| m.input_offset).max().unwrap_or(0);
-        slot.state = PartitionState::from_restored(models);
-        let refetch_from = slot.phase.restored();
-        let lineages: Vec<ModelKey> = slot.state.models.keys().cloned().collect();
-        for lineage in lineages {
-            if let Ownership::Split { other } = shell.owners.claim(&lineage, &tp) {
-                shared.metrics.model_split.inc();
-                tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1, "model restored on two partitions");
-            }
+        for (lineage, other) in split {
+            shared.metrics.model_split.inc();
+            tracing::warn!(model = %lineage, partition = tp.1, other_partition = other.1, "model restored on two partitions");
         }
-        shell.publish_gauges(&shared.metrics);
-        drop(shell);
+        let Some(refetch_from) = installed else {
+            continue; // revoked or assigned anew meanwhile: restored again
+        };
         if let Some(offset) = refetch_from {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "reading records polled during restore again");
             consumer.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT)?;
@@ -386,7 +449,11 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
         }
         InputTopics::Pattern(pattern) => consumer.subscribe(&[pattern.as_str()])?,
     }
-    let restorer = Restorer::new(config)?;
+    let mut restores = Restores {
+        restorer: Restorer::new(config)?,
+        processing: config.kafka.processing,
+        job: None,
+    };
     let mut statuses = match &config.kafka.status_topic {
         Some(topic) => Some(StatusFeed::new(config, topic)?),
         None => None,
@@ -414,8 +481,14 @@ pub fn run(config: &Config, shared: &Shared, started: impl FnOnce()) -> Result<(
                 Phase::Rewinding => rewind(shared, &consumer)?,
                 Phase::Idle | Phase::InTransaction => {}
             }
-            restore_pending(shared, &consumer, &restorer, config.kafka.processing)?;
-            let batch = poll_batch(&consumer);
+            restores.turn(shared, &consumer)?;
+            // While restoring, the restore's slice is the loop's wait.
+            let wait = if restores.busy() {
+                Duration::ZERO
+            } else {
+                POLL_TIMEOUT
+            };
+            let batch = poll_batch(&consumer, wait);
             let processed = batch
                 .chunks(DECODE_CHUNK)
                 .try_for_each(|chunk| process_chunk(&mut step, shared, &outputs, chunk));
@@ -456,10 +529,12 @@ fn commit(
     sync: bool,
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
-    let mut shell = shared.lock();
-    shell.publish_gauges(&shared.metrics);
-    let had_work = !shell.settled();
-    match outputs.commit(&mut shell, consumer, sync) {
+    let had_work = {
+        let shell = shared.lock();
+        shell.publish_gauges(&shared.metrics);
+        !shell.settled()
+    };
+    match outputs.commit(&shared.shell, consumer, sync) {
         Ok(()) => {
             if started.elapsed() > Duration::from_secs(1) {
                 tracing::warn!(seconds = started.elapsed().as_secs_f64(), "slow commit");

@@ -28,6 +28,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 const WARN_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause after a consumer error before polling again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest single wait for a changelog record within a slice.
+const POLL_WAIT: Duration = Duration::from_millis(50);
 
 /// A client context that does not log end-of-partition events, which the
 /// restorer asks for and handles itself.
@@ -85,10 +87,12 @@ impl Restorer {
         ))
     }
 
-    /// The models of each input partition in `partitions`, restored under
-    /// the engine's current policies, read in one pass over the changelog
-    /// partitions. The end of a partition is where a fetch reports
-    /// end-of-partition (not ListOffsets, which some brokers answer inexactly).
+    /// Starts restoring the models of each input partition in `partitions`
+    /// (with the number of the assignment each is restored for): the
+    /// changelog partitions numbered like them are assigned from the
+    /// beginning. The job is then advanced by [`Restorer::advance`] a time
+    /// slice at a time, so the pipeline keeps processing its running
+    /// partitions, and polling its group, while it restores.
     ///
     /// `committed` (exactly-once mode) holds each input partition's
     /// committed offset: a snapshot claiming input beyond it was written by
@@ -96,6 +100,187 @@ impl Restorer {
     /// previous snapshot stands. A broker that filters aborted transactions
     /// never shows such a snapshot; one that does not (tansu) still restores
     /// only committed state.
+    pub fn start(
+        &self,
+        engine: Engine,
+        partitions: Vec<(TopicPartition, u64)>,
+        committed: Option<BTreeMap<TopicPartition, i64>>,
+    ) -> Result<RestoreJob, PipelineError> {
+        let mut tpl = TopicPartitionList::new();
+        let mut restored = BTreeMap::new();
+        let mut open = BTreeSet::new();
+        for (tp, _) in &partitions {
+            restored.insert(tp.clone(), BTreeMap::new());
+            if open.insert(tp.1) {
+                tpl.add_partition_offset(&self.changelog, tp.1, Offset::Beginning)?;
+            }
+        }
+        self.consumer.assign(&tpl)?;
+        let now = Instant::now();
+        Ok(RestoreJob {
+            engine,
+            partitions,
+            committed,
+            restored,
+            open,
+            records: 0,
+            started: now,
+            last_progress: now,
+            last_warning: None,
+        })
+    }
+
+    /// Reads the changelog for `job` for about `slice` (at least one poll).
+    /// Returns true once every changelog partition was read to its end:
+    /// the end of a partition is where a fetch reports end-of-partition
+    /// (not ListOffsets, which some brokers answer inexactly).
+    pub fn advance(
+        &self,
+        job: &mut RestoreJob,
+        slice: Duration,
+        metrics: &Metrics,
+    ) -> Result<bool, PipelineError> {
+        let until = Instant::now() + slice;
+        loop {
+            if job.open.is_empty() {
+                return Ok(true);
+            }
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .min(POLL_WAIT);
+            match self.consumer.poll(wait) {
+                Some(Ok(msg)) => {
+                    job.last_progress = Instant::now();
+                    job.records += 1;
+                    metrics.changelog_records_restored.inc();
+                    self.read(job, &msg, metrics);
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    job.open.remove(&p);
+                }
+                Some(Err(e)) => {
+                    // Transient (a broker restarting): librdkafka reconnects.
+                    // Say so once per interval, and do not spin on it.
+                    if job
+                        .last_warning
+                        .is_none_or(|at| at.elapsed() >= WARN_INTERVAL)
+                    {
+                        tracing::warn!(changelog = %self.changelog, error = %e, "restore consumer; retrying");
+                        job.last_warning = Some(Instant::now());
+                    }
+                    if job.last_progress.elapsed() > STALL_TIMEOUT {
+                        return Err(self.stalled());
+                    }
+                    std::thread::sleep(ERROR_BACKOFF.min(slice));
+                }
+                None if job.last_progress.elapsed() > STALL_TIMEOUT => return Err(self.stalled()),
+                None => {}
+            }
+            if Instant::now() >= until {
+                return Ok(job.open.is_empty());
+            }
+        }
+    }
+
+    /// Applies one changelog record to the job: the latest snapshot of
+    /// each model stands, a tombstone removes it.
+    fn read(
+        &self,
+        job: &mut RestoreJob,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        metrics: &Metrics,
+    ) {
+        let Some((topic, lineage)) = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.split_once('/'))
+        else {
+            return;
+        };
+        let tp = (topic.to_owned(), msg.partition());
+        let Some(models) = job.restored.get_mut(&tp) else {
+            return; // another input topic's state, not assigned here
+        };
+        let snapshot = match msg.payload().map(|p| self.codec.decode(p)) {
+            None => None,
+            Some(Ok(snapshot)) => Some(snapshot),
+            Some(Err(e)) => {
+                tracing::error!(changelog = %self.changelog, partition = msg.partition(), offset = msg.offset(),
+                    error = %e, "unreadable snapshot; the model starts fresh");
+                None
+            }
+        };
+        // A snapshot, or a tombstone (no value), claims the input offset
+        // it reflects.
+        let claimed = match &snapshot {
+            Some(snapshot) => Some(snapshot.input_offset),
+            None => tombstone_offset(msg),
+        };
+        if let (Some(claimed), Some(committed)) = (claimed, &job.committed) {
+            let limit = committed.get(&tp).copied().unwrap_or(0);
+            if claimed > limit {
+                metrics.changelog_snapshots_uncommitted.inc();
+                tracing::debug!(
+                    model = lineage,
+                    snapshot_offset = claimed,
+                    committed = limit,
+                    "ignoring a snapshot of an uncommitted transaction"
+                );
+                return;
+            }
+        }
+        match snapshot.zip(job.engine.policy_for(lineage)) {
+            Some((snapshot, policy)) => {
+                models.insert(lineage.to_owned(), snapshot.restore(policy));
+            }
+            None => {
+                models.remove(lineage);
+            }
+        }
+    }
+
+    /// Ends `job` (its changelog partitions are unassigned) and hands back
+    /// the models restored for each partition, with the number of the
+    /// assignment they were restored for.
+    pub fn finish(&self, job: RestoreJob, metrics: &Metrics) -> Result<Restored, PipelineError> {
+        self.consumer.unassign()?;
+        metrics
+            .restore_seconds
+            .observe(job.started.elapsed().as_secs_f64());
+        let models: usize = job.restored.values().map(BTreeMap::len).sum();
+        tracing::info!(
+            partitions = job.partitions.len(),
+            models,
+            changelog_records = job.records,
+            seconds = job.started.elapsed().as_secs_f64(),
+            "state restored"
+        );
+        let RestoreJob {
+            partitions,
+            mut restored,
+            ..
+        } = job;
+        Ok(partitions
+            .into_iter()
+            .map(|(tp, assignment)| {
+                let models = restored.remove(&tp).unwrap_or_default();
+                (tp, assignment, models)
+            })
+            .collect())
+    }
+
+    /// Drops `job` unfinished: none of its partitions awaits it any more.
+    pub fn cancel(&self, job: RestoreJob) -> Result<(), PipelineError> {
+        self.consumer.unassign()?;
+        tracing::debug!(
+            partitions = job.partitions.len(),
+            "restore dropped: its partitions were revoked or assigned anew"
+        );
+        Ok(())
+    }
+
+    /// Restores `partitions` at once, blocking until done (benchmarks and
+    /// tools; the pipeline advances a job in slices instead).
     pub fn restore(
         &self,
         engine: &Engine,
@@ -104,115 +289,49 @@ impl Restorer {
         metrics: &Metrics,
         heartbeat: &Heartbeat,
     ) -> Result<BTreeMap<TopicPartition, BTreeMap<String, ModelState>>, PipelineError> {
-        let started = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        let mut restored: BTreeMap<TopicPartition, BTreeMap<String, ModelState>> = BTreeMap::new();
-        let mut open: BTreeSet<i32> = BTreeSet::new();
-        for tp in partitions {
-            restored.insert(tp.clone(), BTreeMap::new());
-            if open.insert(tp.1) {
-                tpl.add_partition_offset(&self.changelog, tp.1, Offset::Beginning)?;
+        let numbered = partitions.iter().map(|tp| (tp.clone(), 0)).collect();
+        let mut job = self.start(engine.clone(), numbered, committed.cloned())?;
+        loop {
+            heartbeat.beat();
+            match self.advance(&mut job, Duration::from_millis(200), metrics) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    self.cancel(job)?;
+                    return Err(e);
+                }
             }
         }
-        self.consumer.assign(&tpl)?;
-        let mut records = 0u64;
-        let mut last_progress = Instant::now();
-        let mut last_warning: Option<Instant> = None;
-        let result = loop {
-            // A long restore is the loop at work, not a hang (a stalled
-            // one fails after STALL_TIMEOUT).
-            heartbeat.beat();
-            if open.is_empty() {
-                break Ok(());
-            }
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) => {
-                    last_progress = Instant::now();
-                    records += 1;
-                    metrics.changelog_records_restored.inc();
-                    let Some((topic, lineage)) = msg
-                        .key()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .and_then(|k| k.split_once('/'))
-                    else {
-                        continue;
-                    };
-                    let Some(models) = restored.get_mut(&(topic.to_owned(), msg.partition()))
-                    else {
-                        continue; // another input topic's state, not assigned here
-                    };
-                    let snapshot = match msg.payload().map(|p| self.codec.decode(p)) {
-                        None => None,
-                        Some(Ok(snapshot)) => Some(snapshot),
-                        Some(Err(e)) => {
-                            tracing::error!(changelog = %self.changelog, partition = msg.partition(), offset = msg.offset(),
-                                error = %e, "unreadable snapshot; the model starts fresh");
-                            None
-                        }
-                    };
-                    // A snapshot, or a tombstone (no value), claims the
-                    // input offset it reflects.
-                    let claimed = match &snapshot {
-                        Some(snapshot) => Some(snapshot.input_offset),
-                        None => tombstone_offset(&msg),
-                    };
-                    if let (Some(claimed), Some(committed)) = (claimed, committed) {
-                        let limit = committed
-                            .get(&(topic.to_owned(), msg.partition()))
-                            .copied()
-                            .unwrap_or(0);
-                        if claimed > limit {
-                            metrics.changelog_snapshots_uncommitted.inc();
-                            tracing::debug!(
-                                model = lineage,
-                                snapshot_offset = claimed,
-                                committed = limit,
-                                "ignoring a snapshot of an uncommitted transaction"
-                            );
-                            continue;
-                        }
-                    }
-                    match snapshot.zip(engine.policy_for(lineage)) {
-                        Some((snapshot, policy)) => {
-                            models.insert(lineage.to_owned(), snapshot.restore(policy));
-                        }
-                        None => {
-                            models.remove(lineage);
-                        }
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    open.remove(&p);
-                }
-                Some(Err(e)) => {
-                    // Transient (a broker restarting): librdkafka reconnects.
-                    // Say so once per interval, and do not spin on it.
-                    if last_warning.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
-                        tracing::warn!(changelog = %self.changelog, error = %e, "restore consumer; retrying");
-                        last_warning = Some(Instant::now());
-                    }
-                    if last_progress.elapsed() > STALL_TIMEOUT {
-                        break Err(self.stalled());
-                    }
-                    std::thread::sleep(ERROR_BACKOFF);
-                }
-                None if last_progress.elapsed() > STALL_TIMEOUT => break Err(self.stalled()),
-                None => {}
-            }
-        };
-        self.consumer.unassign()?;
-        result?;
-        metrics
-            .restore_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let models: usize = restored.values().map(BTreeMap::len).sum();
-        tracing::info!(
-            partitions = partitions.len(),
-            models,
-            changelog_records = records,
-            seconds = started.elapsed().as_secs_f64(),
-            "state restored"
-        );
-        Ok(restored)
+        Ok(self
+            .finish(job, metrics)?
+            .into_iter()
+            .map(|(tp, _, models)| (tp, models))
+            .collect())
+    }
+}
+
+/// What a restore hands back: per partition, the number of the assignment
+/// it was restored for and its models.
+pub type Restored = Vec<(TopicPartition, u64, BTreeMap<String, ModelState>)>;
+
+/// A restore under way: the partitions it restores and what it read so far.
+pub struct RestoreJob {
+    /// Policies as of the job's start.
+    engine: Engine,
+    partitions: Vec<(TopicPartition, u64)>,
+    committed: Option<BTreeMap<TopicPartition, i64>>,
+    restored: BTreeMap<TopicPartition, BTreeMap<String, ModelState>>,
+    /// Changelog partitions not yet read to their end.
+    open: BTreeSet<i32>,
+    records: u64,
+    started: Instant,
+    last_progress: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl RestoreJob {
+    /// The partitions restored, with the number of their assignment.
+    pub fn partitions(&self) -> &[(TopicPartition, u64)] {
+        &self.partitions
     }
 }

@@ -3,17 +3,20 @@
 //! each model, and recent terminal statuses by request id.
 //!
 //! Shared between the consumer thread (which mutates it between polls), the
-//! rebalance callbacks (which run inside those polls) and the HTTP handlers
-//! (which read it), behind one mutex that is never held across a poll.
+//! rebalance callbacks (which run inside those polls) and the HTTP handlers,
+//! behind one mutex that is never held across a poll or a wait for the
+//! broker. Readiness is also published outside the lock ([`Readiness`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use rdkafka::producer::DeliveryFuture;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::phase::{Phase, SlotPhase, Transition};
+use super::readiness::Readiness;
 use super::step::Output;
-use crate::engine::state::{ModelKey, ModelView, PartitionState};
+use crate::engine::state::{ModelKey, ModelState, ModelView, PartitionState};
 use crate::engine::Engine;
 use crate::model::RetrainStatus;
 use crate::telemetry::Metrics;
@@ -230,12 +233,15 @@ pub struct Shell {
     pub owners: Owners,
     pub book: StatusBook,
     /// Set once the first assignment (possibly empty) arrived.
-    pub assigned_once: bool,
+    assigned_once: bool,
     /// Where the work stands (transaction, rewind, failure); changed only
     /// through [`Shell::transition`].
     phase: Phase,
     /// Assignments made so far (numbers each slot's).
     assignments: u64,
+    /// Readiness as of the latest change of the assignment, for readers
+    /// that must not take the lock.
+    readiness: Arc<Readiness>,
 }
 
 impl Shell {
@@ -248,7 +254,32 @@ impl Shell {
             assigned_once: false,
             phase: Phase::Idle,
             assignments: 0,
+            readiness: Arc::new(Readiness::default()),
         }
+    }
+
+    /// The readiness this shell publishes whenever its assignment changes.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        Arc::clone(&self.readiness)
+    }
+
+    /// Whether the first assignment (possibly empty) arrived.
+    pub fn assigned_once(&self) -> bool {
+        self.assigned_once
+    }
+
+    /// An assignment arrived (its partitions are added by [`Shell::assign`]).
+    pub fn note_assignment(&mut self) {
+        self.assigned_once = true;
+        self.publish_readiness();
+    }
+
+    fn publish_readiness(&self) {
+        self.readiness.publish(
+            self.assigned_once,
+            self.slots.len(),
+            self.restoring_partitions(),
+        );
     }
 
     pub fn phase(&self) -> Phase {
@@ -271,6 +302,53 @@ impl Shell {
     pub fn assign(&mut self, tp: TopicPartition) {
         self.assignments += 1;
         self.slots.insert(tp, Slot::restoring(self.assignments));
+        self.publish_readiness();
+    }
+
+    /// The partitions restoring now, with the number of their assignment.
+    pub fn restoring(&self) -> Vec<(TopicPartition, u64)> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.phase.is_restoring())
+            .map(|(tp, s)| (tp.clone(), s.assignment))
+            .collect()
+    }
+
+    /// True while `tp` is restoring for assignment number `assignment`.
+    pub fn awaits_restore(&self, tp: &TopicPartition, assignment: u64) -> bool {
+        self.slots
+            .get(tp)
+            .is_some_and(|s| s.assignment == assignment && s.phase.is_restoring())
+    }
+
+    /// Installs the state restored for `tp`'s assignment number
+    /// `assignment`, claims its models and sets the slot running. Returns
+    /// `None` when the slot is gone or belongs to a later assignment (the
+    /// restore is stale and dropped), else the offset to fetch again from,
+    /// if records were set aside meanwhile (`Some(None)` when none were).
+    /// Models found on another partition too are returned in `split`.
+    pub fn install_restored(
+        &mut self,
+        tp: &TopicPartition,
+        assignment: u64,
+        models: BTreeMap<String, ModelState>,
+        split: &mut Vec<(ModelKey, TopicPartition)>,
+    ) -> Option<Option<i64>> {
+        if !self.awaits_restore(tp, assignment) {
+            return None;
+        }
+        let slot = self.slots.get_mut(tp)?;
+        slot.restored_until = models.values().map(|m| m.input_offset).max().unwrap_or(0);
+        slot.state = PartitionState::from_restored(models);
+        let refetch_from = slot.phase.restored();
+        let lineages: Vec<ModelKey> = slot.state.models.keys().cloned().collect();
+        for lineage in lineages {
+            if let Ownership::Split { other } = self.owners.claim(&lineage, tp) {
+                split.push((lineage, other));
+            }
+        }
+        self.publish_readiness();
+        Some(refetch_from)
     }
 
     /// After an aborted transaction: every partition's state is dropped and
@@ -311,6 +389,7 @@ impl Shell {
     pub fn release(&mut self, tp: &TopicPartition) -> Option<Slot> {
         let slot = self.slots.remove(tp)?;
         self.owners.release(tp, &slot.state);
+        self.publish_readiness();
         Some(slot)
     }
 

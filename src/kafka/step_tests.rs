@@ -1,9 +1,13 @@
-//! The shell's step driven by plain records: no broker, no librdkafka.
+//! The shell's step driven by plain records, and its slots' restore
+//! bookkeeping: no broker, no librdkafka.
+
+use std::collections::BTreeMap;
 
 use super::phase::{SlotPhase, Transition};
 use super::shell::{Shell, Slot, TopicPartition};
 use super::step::{Output, Record, Step};
 use crate::config::Config;
+use crate::engine::state::ModelState;
 use crate::model::MetricEvent;
 use crate::replay::replay;
 use crate::service::engine_for;
@@ -279,4 +283,65 @@ fn records_are_counted_per_topic_once_per_run_of_a_partition() {
 
 fn events_lineage(e: &Encoded) -> String {
     String::from_utf8(e.key.clone()).expect("lineage is text")
+}
+
+/// One restored model, as a restore hands it back.
+fn restored_model(shell: &Shell, lineage: &str) -> BTreeMap<String, ModelState> {
+    let (project, name) = lineage.split_once('/').expect("project/name");
+    let policy = shell.engine.policy_for(lineage).expect("a policy applies");
+    BTreeMap::from([(lineage.to_owned(), ModelState::new(project, name, policy))])
+}
+
+#[test]
+fn a_restore_is_installed_only_into_the_assignment_it_was_read_for_and_readiness_follows() {
+    let config = config();
+    let mut shell = shell_with(&config, &[]);
+    let readiness = shell.readiness();
+    assert!(!readiness.ready(), "no assignment yet");
+    shell.note_assignment();
+    shell.assign(tp(0));
+    shell.assign(tp(1));
+    assert_eq!((readiness.partitions(), readiness.restoring()), (2, 2));
+    let job = shell.restoring();
+    assert_eq!(job.len(), 2);
+    // While the restore is read, partition 0 polls records (set aside) and
+    // partition 1 is revoked and assigned again.
+    if let Some(slot) = shell.slots.get_mut(&tp(0)) {
+        slot.phase.set_aside(100);
+    }
+    shell.release(&tp(1));
+    shell.assign(tp(1));
+
+    let mut split = Vec::new();
+    let (tp0, first) = &job[0];
+    let models = restored_model(&shell, "demo/drifting-000");
+    assert_eq!(
+        shell.install_restored(tp0, *first, models, &mut split),
+        Some(Some(100)),
+        "installed, and read again from the first record set aside"
+    );
+    let (tp1, stale) = &job[1];
+    let models = restored_model(&shell, "demo/drifting-001");
+    assert_eq!(
+        shell.install_restored(tp1, *stale, models, &mut split),
+        None,
+        "a restore read for an earlier assignment is dropped"
+    );
+    assert!(split.is_empty());
+    assert_eq!(shell.owners.get("demo/drifting-000"), Some(&tp(0)));
+    assert!(shell.owners.get("demo/drifting-001").is_none());
+    assert_eq!(shell.slots[&tp(0)].phase, SlotPhase::Running);
+    assert!(shell.slots[&tp(1)].phase.is_restoring());
+    let (current, assignment) = &shell.restoring()[0];
+    assert_eq!(current, &tp(1));
+    assert!(shell.awaits_restore(current, *assignment) && *assignment != *stale);
+    assert_eq!((readiness.partitions(), readiness.restoring()), (2, 1));
+    assert!(!readiness.ready());
+
+    let models = restored_model(&shell, "demo/drifting-001");
+    assert_eq!(
+        shell.install_restored(&tp(1), *assignment, models, &mut split),
+        Some(None)
+    );
+    assert!(readiness.ready(), "published without the lock");
 }

@@ -662,7 +662,7 @@ pub async fn start(config: Config) -> Running {
         driftwatch::telemetry::init_logging(driftwatch::telemetry::LogFormat::Text);
     }
     let running = service::start(config).await.expect("service starts");
-    wait_until("group join", || running.shared.lock().assigned_once).await;
+    wait_until("group join", || running.shared.lock().assigned_once()).await;
     running
 }
 
