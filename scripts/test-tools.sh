@@ -25,6 +25,10 @@ with open(os.path.join(out, "helm"), "wb") as f:
 os.chmod(os.path.join(out, "helm"), 0o755)
 PY
 fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "== creating $venv"
+  python3 -m venv "$venv"
+fi
 if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   echo "== installing kubernetes-validate"
   "$venv/bin/pip" install -q -r scripts/k8s-requirements.txt

@@ -12,9 +12,11 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 pkg-config --exists zlib 2>/dev/null || need_apt+=(zlib1g-dev)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
-# The SASL/TLS tests: certificates (openssl) and a TLS front for the broker (socat).
+# The test broker, Apache Kafka: a Java runtime, and Maven to fetch its jars.
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# The SASL/TLS tests make their certificates with openssl.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 # promtool checks and unit-tests the Prometheus rules (tests/deploy.rs).
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,7 +32,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-# The integration tests run against a real broker: tansu, installed and
+# The integration tests run against a real broker: Apache Kafka, fetched and
 # started here, or the one DRIFTWATCH_TEST_BOOTSTRAP names.
 # shellcheck source=scripts/test-broker.sh
 source scripts/test-broker.sh

@@ -10,7 +10,7 @@
 //!
 //! Differences from compose, all in how things are reached: topic names
 //! and the group carry a suffix (the broker is shared), the broker is the
-//! test broker (with a short session timeout, for tansu), the simulator
+//! test broker (with a short session timeout, so a rebalance is quick), the simulator
 //! runs faster and the coordinator answers after 2s, and Prometheus scrapes
 //! every second.
 

@@ -58,6 +58,31 @@ fn published_ports(service: &Yaml) -> Vec<u16> {
         .collect()
 }
 
+/// The Apache Kafka version the tests run against (scripts/kafka/pom.xml).
+fn tested_kafka_version() -> String {
+    let pom = std::fs::read_to_string(repo("scripts/kafka/pom.xml")).expect("pom");
+    let version = pom
+        .split_once("<kafka.version>")
+        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
+        .map(|(version, _)| version.trim().to_owned())
+        .expect("kafka.version in the pom");
+    assert!(
+        version.starts_with("4."),
+        "the tests pin Apache Kafka 4.x: {version}"
+    );
+    version
+}
+
+#[test]
+fn the_helm_values_name_the_kafka_the_tests_run() {
+    let values = std::fs::read_to_string(repo("helm/driftwatch/values.yaml")).expect("values");
+    let named = format!(
+        "Apache Kafka {} is what the tests run",
+        tested_kafka_version()
+    );
+    assert!(values.contains(&named), "values.yaml must say: {named}");
+}
+
 fn compose_config() -> Config {
     Config::load(Some(&repo("deploy/compose/driftwatch.toml")), &[]).expect("compose config")
 }
@@ -77,12 +102,17 @@ fn compose_services_ports_files_and_topics_agree() {
     ] {
         assert!(!services[name].is_badvalue(), "service {name}");
     }
-    // Kafka in KRaft mode, from the official image, reachable from the host.
+    // Kafka in KRaft mode, from the official image of the version the tests
+    // run against, reachable from the host.
     let kafka = &services["kafka"];
-    assert!(kafka["image"]
-        .as_str()
-        .unwrap_or("")
-        .starts_with("apache/kafka:"));
+    let tested = format!("apache/kafka:{}", tested_kafka_version());
+    for name in ["kafka", "kafka-init"] {
+        assert_eq!(
+            services[name]["image"].as_str(),
+            Some(tested.as_str()),
+            "{name} runs the Kafka the tests run"
+        );
+    }
     let env = &kafka["environment"];
     assert!(env["KAFKA_PROCESS_ROLES"]
         .as_str()

@@ -1,15 +1,11 @@
-//! driftwatch against a broker that demands SASL/SCRAM-SHA-512 over mutual
-//! TLS (tansu with authentication behind a TLS front, see
-//! `common::secure_broker`): the whole pipeline runs through it, and a
-//! wrong password or an untrusted broker certificate is refused with the
-//! reason on `/readyz`, in a metric, and in the exit error.
-//!
-//! tansu 0.6.0 from crates.io has no transactions, so these instances run
-//! at-least-once; exactly-once is covered against the main test broker.
+//! driftwatch against an Apache Kafka that demands SASL/SCRAM-SHA-512 over
+//! mutual TLS (see `common::secure_broker`): the whole pipeline runs through
+//! it exactly-once, and a wrong password, a broker certificate from an
+//! untrusted CA and a client certificate the broker does not trust are each
+//! refused with the reason on `/readyz`, in a metric, and in the exit error.
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::instance::Instance;
@@ -21,10 +17,13 @@ use driftwatch::model::RetrainRequest;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 
-/// The test configuration on `broker`, at-least-once, with `security`.
+/// A password the broker does not know.
+const WRONG_PASSWORD: &str = "not-the-password";
+
+/// The test configuration on `broker`, exactly-once, with `security`.
 fn secure_toml(kafka: &TestKafka, group: &str, security: &str) -> String {
     let toml = common::config_toml(kafka, group);
-    let toml = common::set_key(&toml, "processing", "\"at_least_once\"");
+    let toml = common::set_key(&toml, "processing", "\"exactly_once\"");
     toml.replace("[format]", &format!("{security}\n[format]"))
 }
 
@@ -70,19 +69,12 @@ async fn the_pipeline_runs_over_sasl_scram_and_mutual_tls() {
     common::stop(running).await;
 }
 
-/// Starts `driftwatch run` with `password` and trusting `ca`, waits until `/readyz` names the
+/// Starts `driftwatch run` with `security`, waits until `/readyz` names the
 /// failure (`reason`) and the metric counts it under `code`, then until the
 /// process gives up with an error that names it too.
-async fn refused(
-    broker: &SecureBroker,
-    name: &str,
-    password: &str,
-    ca: &Path,
-    code: &str,
-    reason: &str,
-) {
+async fn refused(broker: &SecureBroker, name: &str, security: &str, code: &str, reason: &str) {
     let kafka = common::unprovisioned_kafka(&broker.bootstrap());
-    let toml = secure_toml(&kafka, name, &broker.security_toml(password, ca));
+    let toml = secure_toml(&kafka, name, security);
     let mut instance = Instance::spawn(broker.dir(), name, &toml);
     let deadline = Instant::now() + WAIT;
     let body = loop {
@@ -124,7 +116,10 @@ async fn refused(
             && last.contains(reason),
         "the exit error must name the cause: {last}"
     );
-    assert!(!log.contains(password), "the password reached the log");
+    assert!(
+        !log.contains(PASSWORD) && !log.contains(WRONG_PASSWORD),
+        "a password reached the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,8 +128,7 @@ async fn a_wrong_password_is_refused_and_the_reason_is_reported() {
     refused(
         &broker,
         "wrong-password",
-        "not-the-password",
-        &broker.certs.ca,
+        &broker.security_toml(WRONG_PASSWORD, &broker.certs.ca),
         "Authentication",
         "SASL SCRAM authentication failed",
     )
@@ -147,10 +141,28 @@ async fn a_broker_certificate_from_an_untrusted_ca_is_refused() {
     refused(
         &broker,
         "untrusted-ca",
-        PASSWORD,
-        &broker.certs.other_ca,
+        &broker.security_toml(PASSWORD, &broker.certs.other_ca),
         "SSL",
         "certificate verify failed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_the_broker_does_not_trust_is_refused() {
+    let (broker, _) = broker_and_topics().await;
+    let certs = &broker.certs;
+    refused(
+        &broker,
+        "untrusted-client",
+        &broker.security_toml_as(
+            PASSWORD,
+            &certs.ca,
+            &certs.stranger_cert,
+            &certs.stranger_key,
+        ),
+        "SSL",
+        "SSL handshake failed",
     )
     .await;
 }

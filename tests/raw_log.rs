@@ -1,6 +1,9 @@
 //! The raw-log reader (tests/common/raw_log.rs) against a real broker:
 //! records of aborted transactions, including one left open by a producer
-//! that died and was fenced by its successor, are not returned.
+//! that died and was fenced by its successor, are not returned; the markers
+//! are in the log where a client cannot see them; and the client's own
+//! `read_committed` (the broker's list of aborted transactions) reads the
+//! same records the markers keep.
 
 mod common;
 
@@ -133,4 +136,9 @@ fn aborted_and_fenced_transactions_are_not_read() {
     assert!(committed
         .iter()
         .all(|r| r.key.as_deref() == Some(&b"k"[..])));
+    let client: Vec<String> = common::read_topic(bootstrap, &topic)
+        .iter()
+        .map(|m| text(rdkafka::Message::payload(m)))
+        .collect();
+    assert_eq!(client, values, "the client's read_committed");
 }

@@ -130,6 +130,11 @@ impl Instance {
             .sum::<f64>() as u64
     }
 
+    /// Whether the process is still running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// SIGKILL: no shutdown code runs, whatever was in flight is cut off.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

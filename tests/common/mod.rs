@@ -4,8 +4,8 @@
 //! group ids, so tests can share one broker.
 #![allow(dead_code)]
 
-pub mod durable_broker;
 pub mod instance;
+pub mod kafka_broker;
 pub mod raw_log;
 pub mod secure_broker;
 
@@ -551,25 +551,13 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
     ends
 }
 
-/// The retrain requests on the output topic, sorted by id. On a real broker
-/// they are read committed from the log's own transaction markers (see
-/// [`raw_log`]: tansu does not list aborted transactions to librdkafka).
+/// The retrain requests on the output topic, sorted by id, read with the
+/// client's `isolation.level=read_committed` (see [`read_topic_with`]).
 pub fn read_requests(kafka: &TestKafka) -> Vec<RetrainRequest> {
-    let payloads: Vec<Vec<u8>> = if kafka.real {
-        raw_log::read_committed_raw(&kafka.bootstrap, &kafka.requests)
-            .into_iter()
-            .map(|r| r.value.expect("request value"))
-            .collect()
-    } else {
+    sorted(
         read_topic(&kafka.bootstrap, &kafka.requests)
             .iter()
-            .map(|m| m.payload().expect("payload").to_vec())
-            .collect()
-    };
-    sorted(
-        payloads
-            .iter()
-            .map(|p| serde_json::from_slice(p).expect("request json"))
+            .map(|m| serde_json::from_slice(m.payload().expect("payload")).expect("request json"))
             .collect(),
     )
 }

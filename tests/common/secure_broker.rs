@@ -1,40 +1,22 @@
-//! A broker that demands what a production Kafka demands: SASL/SCRAM
-//! authentication, over TLS that verifies both ends.
+//! A broker that demands what a production Kafka demands: SASL/SCRAM-SHA-512
+//! authentication, over TLS that verifies both ends. Apache Kafka's own
+//! SASL_SSL listener (`ssl.client.auth=required`), with the SCRAM user made
+//! when its storage is formatted (`kafka-storage format --add-scram`) and
+//! certificates made here with openssl.
 //!
-//! tansu 0.6.0 with its SQLite engine authenticates SCRAM users (its other
-//! engines keep none), but its TLS flags cannot be given together (`--cert`
-//! and `--key` conflict in its command line). So TLS is terminated by socat
-//! in front of it, as a TLS proxy would be, and tansu advertises the TLS
-//! port: every connection a client makes goes through TLS, then SCRAM.
-//!
-//! ```text
-//! client --TLS (server cert, client cert required)--> socat :tls_port
-//!        --plaintext--> tansu --authentication :sasl_port (SQLite storage)
-//! ```
-//!
-//! The user and the topics are made before authentication is switched on:
-//! tansu's own `user create` cannot authenticate, so the fixture starts tansu
-//! without `--authentication`, creates them, and restarts it on the same
-//! database with it.
-//!
-//! Needs `DRIFTWATCH_TANSU_SQL_BIN` (scripts/test.sh builds and exports it),
-//! `openssl` and `socat` (scripts/test.sh installs them); without them the
-//! test fails, it never skips.
+//! Needs the Kafka jars (scripts/test.sh fetches them) and `openssl`
+//! (scripts/test.sh installs it); without them the test fails, it never skips.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use super::{append_log, create_topics, free_port};
+use super::create_topics;
+use super::kafka_broker::{KafkaBroker, Listeners, ServerTls};
 
-/// Names tansu built with the SQLite engine.
-pub const TANSU_SQL_BIN_ENV: &str = "DRIFTWATCH_TANSU_SQL_BIN";
 /// The SCRAM user the fixture creates.
 pub const USER: &str = "driftwatch";
 /// Its password.
 pub const PASSWORD: &str = "s3cret-Pa55word";
-/// How long a process may take to accept connections.
-const STARTUP: Duration = Duration::from_secs(30);
 
 /// The certificates of one fixture, all PEM files in its directory.
 pub struct Certificates {
@@ -44,26 +26,21 @@ pub struct Certificates {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A client certificate for the same user from [`Certificates::other_ca`]:
+    /// the broker must refuse it.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
     /// A CA that signed nothing here: trusting it alone must fail.
     pub other_ca: PathBuf,
 }
 
-/// tansu with SCRAM authentication behind a socat TLS front. Dropping it
-/// kills both.
+/// Apache Kafka with SCRAM authentication over mutual TLS. Dropping it
+/// kills the broker.
 pub struct SecureBroker {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     pub certs: Certificates,
-    tls_port: u16,
-    tansu: Child,
-    socat: Child,
-}
-
-fn tansu_bin() -> PathBuf {
-    super::bin_from_env(
-        TANSU_SQL_BIN_ENV,
-        "tansu 0.6.0 built with --features libsql (run scripts/test.sh, which builds and exports it)",
-    )
+    broker: KafkaBroker,
 }
 
 /// Runs a command to completion; panics with its output if it fails.
@@ -84,7 +61,8 @@ fn run(program: &str, args: &[&str], dir: &Path) {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, a client
-/// certificate, all signed by the CA, and an unrelated second CA.
+/// certificate, all signed by the CA, and an unrelated second CA with a
+/// client certificate of its own.
 fn make_certificates(dir: &Path) -> Certificates {
     let ca = |name: &str| {
         run(
@@ -114,9 +92,10 @@ fn make_certificates(dir: &Path) -> Certificates {
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )
     .expect("server.ext");
-    for (name, cn, ext) in [
-        ("server", "localhost", Some("server.ext")),
-        ("client", USER, None),
+    for (name, cn, ext, ca) in [
+        ("server", "localhost", Some("server.ext"), "test-ca"),
+        ("client", USER, None, "test-ca"),
+        ("stranger", USER, None, "other-ca"),
     ] {
         run(
             "openssl",
@@ -135,6 +114,7 @@ fn make_certificates(dir: &Path) -> Certificates {
             dir,
         );
         let (csr, pem) = (format!("{name}.csr"), format!("{name}.pem"));
+        let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
         let mut sign = vec![
             "x509",
             "-req",
@@ -143,9 +123,9 @@ fn make_certificates(dir: &Path) -> Certificates {
             "-in",
             &csr,
             "-CA",
-            "test-ca.pem",
+            &ca_pem,
             "-CAkey",
-            "test-ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-out",
             &pem,
@@ -161,117 +141,45 @@ fn make_certificates(dir: &Path) -> Certificates {
         server_key: dir.join("server.key"),
         client_cert: dir.join("client.pem"),
         client_key: dir.join("client.key"),
+        stranger_cert: dir.join("stranger.pem"),
+        stranger_key: dir.join("stranger.key"),
         other_ca: dir.join("other-ca.pem"),
     }
 }
 
-/// Waits until `port` accepts connections, or panics naming the log.
-async fn wait_listening(child: &mut Child, what: &str, port: u16, log: &Path) {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("{what} exited with {status}; log: {}", log.display());
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {port} in {STARTUP:?}; log: {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn spawn_tansu(bin: &Path, dir: &Path, port: u16, advertised: u16, authentication: bool) -> Child {
-    let mut cmd = Command::new(bin);
-    cmd.arg("broker")
-        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-        .args([
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{advertised}"),
-        ])
-        // Relative to the working directory: tansu joins the path to it.
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(append_log(&dir.join("tansu.log")))
-        .stderr(append_log(&dir.join("tansu.log")));
-    if authentication {
-        cmd.arg("--authentication");
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()))
-}
-
 impl SecureBroker {
-    /// Makes the certificates, creates the SCRAM-SHA-512 user [`USER`] and
-    /// the `topics`, then starts tansu with authentication and the TLS
-    /// front, and waits until both listen.
+    /// Makes the certificates, then starts Apache Kafka with the SCRAM-SHA-512
+    /// user [`USER`] and a SASL_SSL listener that requires a client
+    /// certificate from the test CA, and creates the `topics` (over the
+    /// broker's PLAINTEXT listener, which the tests' clients never use).
     pub async fn new(topics: &[(&str, i32)]) -> SecureBroker {
-        let bin = tansu_bin();
         let dir = tempfile::Builder::new()
             .prefix("driftwatch-secure-broker-")
             .tempdir()
             .expect("tempdir");
         let path = dir.path().to_owned();
         let certs = make_certificates(&path);
-        let sasl_port = free_port();
-        let tls_port = free_port();
-        let log = path.join("tansu.log");
-
-        // Set up without authentication, advertising the plain port.
-        let mut setup = spawn_tansu(&bin, &path, sasl_port, sasl_port, false);
-        wait_listening(&mut setup, "tansu (setup)", sasl_port, &log).await;
-        run(
-            &bin.display().to_string(),
-            &[
-                "user",
-                "create",
-                USER,
-                PASSWORD,
-                "--mechanism",
-                "scram512",
-                "--broker",
-                &format!("tcp://127.0.0.1:{sasl_port}"),
-            ],
-            &path,
-        );
-        create_topics(&format!("127.0.0.1:{sasl_port}"), topics).await;
-        setup.kill().expect("stop tansu (setup)");
-        setup.wait().expect("wait tansu (setup)");
-
-        let mut tansu = spawn_tansu(&bin, &path, sasl_port, tls_port, true);
-        wait_listening(&mut tansu, "tansu", sasl_port, &log).await;
-        let socat_log = path.join("socat.log");
-        let mut socat = Command::new("socat")
-            .arg(format!(
-                "openssl-listen:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify=1",
-                certs.server_cert.display(),
-                certs.server_key.display(),
-                certs.ca.display(),
-            ))
-            .arg(format!("tcp:127.0.0.1:{sasl_port}"))
-            .stdin(Stdio::null())
-            .stdout(append_log(&socat_log))
-            .stderr(append_log(&socat_log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning socat (scripts/test.sh installs it): {e}"));
-        wait_listening(&mut socat, "socat", tls_port, &socat_log).await;
+        let broker = KafkaBroker::new(Listeners {
+            scram_users: vec![(USER.to_owned(), PASSWORD.to_owned())],
+            tls: Some(ServerTls {
+                key: certs.server_key.clone(),
+                certificate: certs.server_cert.clone(),
+                client_ca: certs.ca.clone(),
+            }),
+        })
+        .await;
+        create_topics(&broker.bootstrap(), topics).await;
         SecureBroker {
             dir: Some(dir),
             path,
             certs,
-            tls_port,
-            tansu,
-            socat,
+            broker,
         }
     }
 
-    /// The bootstrap address: the TLS front.
+    /// The bootstrap address: the SASL_SSL listener.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.tls_port)
+        self.broker.sasl_bootstrap()
     }
 
     /// The fixture's directory: certificates, logs, a place for configs.
@@ -280,26 +188,39 @@ impl SecureBroker {
     }
 
     /// The `[kafka.security]` table for SCRAM-SHA-512 over mutual TLS with
-    /// host-name verification, with `password` and trusting `ca`.
+    /// host-name verification, with `password`, trusting `ca`, presenting
+    /// the test CA's client certificate.
     pub fn security_toml(&self, password: &str, ca: &Path) -> String {
+        self.security_toml_as(
+            password,
+            ca,
+            &self.certs.client_cert,
+            &self.certs.client_key,
+        )
+    }
+
+    /// [`SecureBroker::security_toml`] presenting `certificate` and `key`.
+    pub fn security_toml_as(
+        &self,
+        password: &str,
+        ca: &Path,
+        certificate: &Path,
+        key: &Path,
+    ) -> String {
         format!(
             "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
              sasl_username = \"{USER}\"\nsasl_password = \"{password}\"\n\
              ssl_ca_location = \"{}\"\nssl_certificate_location = \"{}\"\n\
              ssl_key_location = \"{}\"\nssl_endpoint_identification = true\n",
             ca.display(),
-            self.certs.client_cert.display(),
-            self.certs.client_key.display(),
+            certificate.display(),
+            key.display(),
         )
     }
 }
 
 impl Drop for SecureBroker {
     fn drop(&mut self) {
-        let _ = self.socat.kill();
-        let _ = self.socat.wait();
-        let _ = self.tansu.kill();
-        let _ = self.tansu.wait();
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("secure broker logs kept in {}", dir.keep().display());
