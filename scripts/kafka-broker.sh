@@ -176,7 +176,7 @@ kafka_start() {
   . "$KAFKA_WORK/env" || { _kdie "no $KAFKA_WORK/env: init first"; return 1; }
   if kafka_running; then return 0; fi
   local mark
-  mark=$(wc -l <"$KAFKA_WORK/logs/server.log" 2>/dev/null || echo 0)
+  mark=$(wc -l 2>/dev/null <"$KAFKA_WORK/logs/server.log" || echo 0)
   cat >"$KAFKA_WORK/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub restore_seconds: Histogram,
     /// Transactions committed and aborted (exactly-once mode).
     pub transactions: IntCounterVec,
+    /// Transactional producers replaced after librdkafka gave one up.
+    pub producer_renewals: IntCounter,
     /// Retrain requests produced, by action.
     pub requests_produced: IntCounterVec,
     /// Statuses received from the coordinator, by outcome.
@@ -96,6 +98,12 @@ impl Metrics {
              (written by a transaction that never committed).",
         )?;
         registry.register(Box::new(changelog_snapshots_uncommitted.clone()))?;
+        let producer_renewals = IntCounter::new(
+            "producer_renewals_total",
+            "Transactional producers replaced after librdkafka declared one unusable \
+             (the open transaction aborted, processing rewound to the committed offsets).",
+        )?;
+        registry.register(Box::new(producer_renewals.clone()))?;
         let restore_seconds = Histogram::with_opts(
             HistogramOpts::new("restore_seconds", "Time to restore one partition's state.")
                 .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
@@ -196,6 +204,7 @@ impl Metrics {
             changelog_snapshots_uncommitted,
             restore_seconds,
             transactions,
+            producer_renewals,
             requests_produced,
             models_silent,
             models_removed,
@@ -217,7 +226,7 @@ impl Metrics {
     /// `_bucket`/`_sum`/`_count` series of histograms), whether or not it
     /// has a value yet: what dashboards and alert rules may refer to.
     pub fn exported_names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 22] = [
+        let collectors: [&dyn Collector; 23] = [
             &self.config_reloads,
             &self.kafka_client_errors,
             &self.records_consumed,
@@ -228,6 +237,7 @@ impl Metrics {
             &self.changelog_snapshots_uncommitted,
             &self.restore_seconds,
             &self.transactions,
+            &self.producer_renewals,
             &self.requests_produced,
             &self.statuses,
             &self.models_tracked,

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::instance::{committed_offsets, Instance};
+use common::instance::{committed_offsets, try_committed_offsets, Instance};
 use common::kafka_broker::{KafkaBroker, Listeners};
 use common::raw_log::read_log_stats;
 use common::*;
@@ -30,8 +30,13 @@ const SEED: u64 = 17;
 /// The broker is killed once the service has applied this many records (of
 /// the first half's 4,800), so that the kill lands mid-stream.
 const KILL_AT_APPLIED: u64 = 400;
-/// How long the broker stays down before it is started again.
-const DOWN_FOR: Duration = Duration::from_secs(2);
+/// driftwatch's transaction timeout, and so its delivery timeout
+/// (`message.timeout.ms` follows it), in this test.
+const TXN_TIMEOUT_MS: u64 = 4000;
+/// How long the broker stays down before it is started again: longer than
+/// the delivery timeout, so that the open transaction's deliveries always
+/// time out during the outage and the producer must be aborted or replaced.
+const DOWN_FOR: Duration = Duration::from_millis(TXN_TIMEOUT_MS + 2000);
 /// How long the group may take to commit again, or to the end.
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -80,7 +85,10 @@ fn warnings(log: &Path) -> String {
 async fn wait_commit_beyond(kafka: &TestKafka, group: &str, after: i64, log: &Path) -> Instant {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let now: i64 = committed_offsets(kafka, group).iter().flatten().sum();
+        // The broker may not answer yet while it starts again.
+        let now: i64 = try_committed_offsets(kafka, group)
+            .map(|c| c.iter().flatten().sum())
+            .unwrap_or(after);
         if now > after {
             return Instant::now();
         }
@@ -108,6 +116,14 @@ async fn exactly_once_rides_out_a_sigkill_of_the_broker() {
     let toml = config_toml(&kafka, group_name);
     let toml = set_key(&toml, "processing", "\"exactly_once\"");
     let toml = set_key(&toml, "request_timeout", "\"1h\"");
+    let toml = set_key(
+        &toml,
+        "properties",
+        &format!(
+            "{{ \"session.timeout.ms\" = \"6000\", \"transaction.timeout.ms\" = \"{TXN_TIMEOUT_MS}\" }}"
+        ),
+    );
+    assert!(toml.contains("transaction.timeout.ms"), "{toml}");
     let config = Config::from_toml_str(&toml).expect("config");
     let events = simulated(MODELS, DRIFTING, TICKS, SEED);
     let expected = oracle(&config, &events);
@@ -196,10 +212,12 @@ async fn exactly_once_rides_out_a_sigkill_of_the_broker() {
     let produced_all = Instant::now();
     let deadline = produced_all + SETTLE;
     loop {
-        let committed = committed_offsets(&kafka, &group);
-        let done = (0..METRIC_PARTITIONS).all(|p| {
-            let end = ends.get(&p).copied().unwrap_or(0);
-            end == 0 || committed[p as usize] == Some(end)
+        let committed = try_committed_offsets(&kafka, &group);
+        let done = committed.as_ref().is_ok_and(|committed| {
+            (0..METRIC_PARTITIONS).all(|p| {
+                let end = ends.get(&p).copied().unwrap_or(0);
+                end == 0 || committed[p as usize] == Some(end)
+            })
         });
         if done {
             break;
@@ -214,9 +232,16 @@ async fn exactly_once_rides_out_a_sigkill_of_the_broker() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!(
-        "all committed {:?} after the last event was produced; the instance's warnings \
-         and errors:\n{}",
+        "all committed {:?} after the last event was produced; producers replaced: {}; \
+         transactions: {:?}; the instance's warnings and errors:\n{}",
         produced_all.elapsed(),
+        instance.counter("producer_renewals_total").await,
+        instance
+            .metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("driftwatch_transactions_total"))
+            .collect::<Vec<_>>(),
         warnings(&log)
     );
     let status = instance.terminate();

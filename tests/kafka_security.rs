@@ -130,7 +130,7 @@ async fn a_wrong_password_is_refused_and_the_reason_is_reported() {
         "wrong-password",
         &broker.security_toml(WRONG_PASSWORD, &broker.certs.ca),
         "Authentication",
-        "SASL SCRAM authentication failed",
+        "invalid credentials with SASL mechanism SCRAM-SHA-512",
     )
     .await;
 }
@@ -161,8 +161,8 @@ async fn a_client_certificate_the_broker_does_not_trust_is_refused() {
             &certs.stranger_cert,
             &certs.stranger_key,
         ),
-        "SSL",
-        "SSL handshake failed",
+        "BrokerTransportFailure",
+        "alert bad certificate",
     )
     .await;
 }

@@ -8,8 +8,8 @@
 //! stored; a model's snapshot records the input offset it reflects, so a
 //! restarted instance does not apply a record twice to state.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -17,6 +17,7 @@ use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
 
 use super::client_errors::{ClientErrors, ReportingContext};
 use super::phase::{Phase, Transition};
@@ -31,6 +32,11 @@ use crate::telemetry::Metrics;
 
 /// How long transactional calls may take before they count as failed.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fence within this long of replacing the producer is taken for another
+/// live producer with the same transactional id, not a timed-out
+/// transaction the coordinator aborted (KIP-588): the instance stops.
+const FENCE_AFTER_RENEWAL: Duration = Duration::from_secs(60);
 
 /// Header names on dead-lettered records.
 pub mod dlq_headers {
@@ -98,7 +104,15 @@ struct Prepared {
 
 /// The producer and encoders of everything driftwatch writes.
 pub struct Outputs {
-    producer: FutureProducer<ReportingContext>,
+    /// Replaced (exactly-once) when librdkafka declares the transactional
+    /// producer unusable; see [`Outputs::renew_producer`].
+    producer: RwLock<FutureProducer<ReportingContext>>,
+    /// What the producer was made from, to make it again.
+    producer_config: ClientConfig,
+    client_errors: Arc<ClientErrors>,
+    /// When the producer was last replaced: a fence soon after means
+    /// another live producer holds the transactional id.
+    last_renewal: Mutex<Option<Instant>>,
     processing: Processing,
     output_topic: String,
     dlq_topic: String,
@@ -138,13 +152,12 @@ impl Outputs {
                 cfg.set("message.timeout.ms", &txn_timeout);
             }
         }
-        let producer: FutureProducer<ReportingContext> =
-            cfg.create_with_context(ReportingContext(client_errors))?;
-        if k.processing == Processing::ExactlyOnce {
-            producer.init_transactions(TXN_TIMEOUT)?;
-        }
+        let producer = create_producer(&cfg, &client_errors, k.processing)?;
         Ok(Outputs {
-            producer,
+            producer: RwLock::new(producer),
+            producer_config: cfg,
+            client_errors,
+            last_renewal: Mutex::new(None),
             processing: k.processing,
             output_topic: k.output_topic.clone(),
             dlq_topic: k.dlq_topic.clone(),
@@ -160,11 +173,56 @@ impl Outputs {
         self.processing
     }
 
+    /// The current producer (a poisoned lock still holds a usable one:
+    /// only [`Outputs::renew_producer`] writes it, by a plain swap).
+    fn producer(&self) -> RwLockReadGuard<'_, FutureProducer<ReportingContext>> {
+        self.producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces a transactional producer librdkafka declared unusable (a
+    /// fatal error such as `INVALID_TXN_STATE` from an abort after the
+    /// broker was away longer than `message.timeout.ms`, librdkafka issue
+    /// 4849) by a new one with the same `transactional.id`. Its
+    /// `init_transactions` bumps the epoch, which aborts whatever the old
+    /// producer left open and fences it, so the caller may rewind to the
+    /// committed offsets and go on, as Kafka Streams does when it resets a
+    /// thread's producer. Fails if the broker does not answer in time.
+    fn renewed_within(&self, window: Duration) -> bool {
+        self.last_renewal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < window)
+    }
+
+    fn renew_producer(&self, why: &KafkaError) -> Result<(), KafkaError> {
+        tracing::warn!(error = %why, "the transactional producer is unusable; replacing it");
+        let fresh = create_producer(&self.producer_config, &self.client_errors, self.processing)?;
+        let old = {
+            let mut slot = self
+                .producer
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *slot, fresh)
+        };
+        drop(old);
+        *self
+            .last_renewal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        self.metrics.producer_renewals.inc();
+        tracing::info!(
+            "a new transactional producer took over; rewinding to the committed offsets"
+        );
+        Ok(())
+    }
+
     /// Opens the transaction outputs go into, unless one is open
     /// (exactly-once only).
     fn begin(&self, shell: &mut Shell) -> Result<(), KafkaError> {
         if self.processing == Processing::ExactlyOnce && shell.phase() == Phase::Idle {
-            self.producer.begin_transaction()?;
+            self.producer().begin_transaction()?;
             shell.transition(Transition::Begin);
         }
         Ok(())
@@ -363,7 +421,8 @@ impl Outputs {
         P: ToBytes + ?Sized,
     {
         loop {
-            match self.producer.send_result(record) {
+            let sent = self.producer().send_result(record);
+            match sent {
                 Ok(delivery) => {
                     return Ok(PendingOutput {
                         topic: topic.to_owned(),
@@ -372,7 +431,7 @@ impl Outputs {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(10));
+                    self.producer().poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => {
                     return Err(PipelineError::Delivery {
@@ -492,10 +551,13 @@ impl Outputs {
                 let metadata = consumer
                     .group_metadata()
                     .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
-                self.producer
-                    .send_offsets_to_transaction(&due.offsets, &metadata, TXN_TIMEOUT)?;
+                self.producer().send_offsets_to_transaction(
+                    &due.offsets,
+                    &metadata,
+                    TXN_TIMEOUT,
+                )?;
             }
-            self.producer.commit_transaction(TXN_TIMEOUT)
+            self.producer().commit_transaction(TXN_TIMEOUT)
         })();
         let mut shell = lock(shell);
         match attempt {
@@ -508,49 +570,72 @@ impl Outputs {
         }
     }
 
-    /// Aborts where possible; fatal errors (fencing) stop the instance.
+    /// Aborts where possible; a fatal error replaces the producer (see
+    /// [`Outputs::renew_and_rewind`]).
     fn handle_transaction_error(
         &self,
         shell: &mut Shell,
         error: KafkaError,
     ) -> Result<(), CommitFailure> {
-        let fatal = match &error {
-            KafkaError::Transaction(e) => e.is_fatal(),
-            _ => false,
-        };
-        if fatal {
-            tracing::error!(error = %error, "fatal transaction error (fenced?); stopping");
-            return Err(CommitFailure::Fatal(error.into()));
+        if is_fatal(&error) {
+            return self.renew_and_rewind(shell, error);
         }
         self.abort_and_rewind(shell, error.to_string())
     }
 
     /// Aborts the open transaction and asks the loop to rewind to the
-    /// committed offsets; a failed abort is fatal.
+    /// committed offsets; an abort librdkafka cannot make replaces the
+    /// producer, and only a failed replacement is fatal.
     fn abort_and_rewind(&self, shell: &mut Shell, reason: String) -> Result<(), CommitFailure> {
         tracing::warn!(error = %reason, "transaction failed; aborting and rewinding to the committed offsets");
         discard_outputs(shell);
-        if let Err(abort) = self.producer.abort_transaction(TXN_TIMEOUT) {
-            tracing::error!(error = %abort, "aborting the transaction failed; stopping");
-            return Err(CommitFailure::Fatal(abort.into()));
+        // The producer's read guard must be gone before a renewal writes it.
+        let aborted = self.producer().abort_transaction(TXN_TIMEOUT);
+        if let Err(abort) = aborted {
+            return self.renew_and_rewind(shell, abort);
         }
         shell.transition(Transition::Abort);
         Err(CommitFailure::Aborted(reason))
+    }
+
+    /// Replaces the producer after `error` and rewinds. A fence is renewed
+    /// too (the coordinator fences a producer whose transaction it timed
+    /// out, and the consumer group's generation in every offset commit
+    /// keeps a zombie from committing, KIP-447), unless it comes soon after
+    /// a renewal. That, or a replacement the broker does not grant, stops
+    /// the instance (exit non-zero; a restart recovers from the committed
+    /// offsets and the changelog).
+    fn renew_and_rewind(&self, shell: &mut Shell, error: KafkaError) -> Result<(), CommitFailure> {
+        discard_outputs(shell);
+        if is_fenced(&error) && self.renewed_within(FENCE_AFTER_RENEWAL) {
+            tracing::error!(error = %error, "fenced again soon after replacing the producer: another instance holds this transactional id (a shared instance_id?); stopping");
+            return Err(CommitFailure::Fatal(error.into()));
+        }
+        if let Err(renewal) = self.renew_producer(&error) {
+            tracing::error!(error = %error, renewal = %renewal, "replacing the transactional producer failed; stopping");
+            return Err(CommitFailure::Fatal(renewal.into()));
+        }
+        shell.transition(Transition::Abort);
+        Err(CommitFailure::Aborted(error.to_string()))
     }
 
     /// Aborts the open transaction (a lost assignment): its effects are
     /// discarded and every slot is rewound.
     pub fn abort(&self, shell: &mut Shell) {
         if self.processing == Processing::ExactlyOnce && shell.phase().in_transaction() {
-            match self.producer.abort_transaction(TXN_TIMEOUT) {
+            let aborted = self.producer().abort_transaction(TXN_TIMEOUT);
+            match aborted {
                 Ok(()) => {
                     shell.transition(Transition::Abort);
                     discard_outputs(shell);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "aborting after a lost assignment failed");
-                    shell.transition(Transition::Fail);
-                }
+                Err(e) => match self.renew_and_rewind(shell, e) {
+                    Err(CommitFailure::Fatal(e)) => {
+                        tracing::error!(error = %e, "aborting after a lost assignment failed");
+                        shell.transition(Transition::Fail);
+                    }
+                    Ok(()) | Err(CommitFailure::Aborted(_)) => {}
+                },
             }
         }
     }
@@ -614,10 +699,38 @@ impl Outputs {
 
     /// Flushes the producer on exit.
     pub fn flush(&self) {
-        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
+        if let Err(e) = self.producer().flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "flushing producer on exit");
         }
     }
+}
+
+/// Makes the producer from `cfg`; exactly-once also initialises its
+/// transactions, which fences an earlier producer with the same id.
+fn create_producer(
+    cfg: &ClientConfig,
+    client_errors: &Arc<ClientErrors>,
+    processing: Processing,
+) -> Result<FutureProducer<ReportingContext>, KafkaError> {
+    let producer: FutureProducer<ReportingContext> =
+        cfg.create_with_context(ReportingContext(Arc::clone(client_errors)))?;
+    if processing == Processing::ExactlyOnce {
+        producer.init_transactions(TXN_TIMEOUT)?;
+    }
+    Ok(producer)
+}
+
+/// librdkafka gave up on the transactional producer.
+fn is_fatal(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.is_fatal())
+}
+
+/// Another producer with this transactional id took over.
+fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+    )
 }
 
 /// Drops the outputs of an aborted transaction, sent or not: the records

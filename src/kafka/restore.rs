@@ -32,7 +32,9 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const POLL_WAIT: Duration = Duration::from_millis(50);
 
 /// A client context that does not log end-of-partition events, which the
-/// restorer asks for and handles itself.
+/// restorer asks for and handles itself, and logs "all brokers down" (a
+/// consequence of the connection errors logged before it, repeated at every
+/// reconnect while the broker is away) at debug level only.
 pub struct EofExpected;
 
 impl rdkafka::ClientContext for EofExpected {
@@ -41,7 +43,10 @@ impl rdkafka::ClientContext for EofExpected {
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
-        if !end_of_partition {
+        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if all_down {
+            tracing::debug!(error = %error, reason, "librdkafka error");
+        } else if !end_of_partition {
             tracing::warn!(error = %error, reason, "librdkafka error");
         }
     }

@@ -164,6 +164,15 @@ impl Drop for Instance {
 /// The group's committed offset of each metric partition (None: nothing
 /// committed).
 pub fn committed_offsets(kafka: &TestKafka, group: &str) -> Vec<Option<i64>> {
+    try_committed_offsets(kafka, group).expect("committed offsets")
+}
+
+/// [`committed_offsets`], or the error when the broker does not answer in
+/// 10 s (as while it restarts).
+pub fn try_committed_offsets(
+    kafka: &TestKafka,
+    group: &str,
+) -> Result<Vec<Option<i64>>, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         .set("group.id", group)
@@ -173,10 +182,8 @@ pub fn committed_offsets(kafka: &TestKafka, group: &str) -> Vec<Option<i64>> {
     for p in 0..METRIC_PARTITIONS {
         tpl.add_partition(&kafka.metrics, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    (0..METRIC_PARTITIONS)
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..METRIC_PARTITIONS)
         .map(|p| {
             committed
                 .find_partition(&kafka.metrics, p)
@@ -185,7 +192,7 @@ pub fn committed_offsets(kafka: &TestKafka, group: &str) -> Vec<Option<i64>> {
                     _ => None,
                 })
         })
-        .collect()
+        .collect())
 }
 
 /// Waits until the group has committed every metric partition up to `ends`.
