@@ -176,6 +176,7 @@ async fn the_compose_services_run_and_every_dashboard_panel_fills() {
     );
     let simulator = with_flag(simulator, "--topic", &kafka.metrics);
     let simulator = with_flag(simulator, "--ticks-per-second", "20");
+    let simulator = with_flag(simulator, "--status-topic", &kafka.status);
     let _simulator = spawn(
         "simulator",
         bin,
@@ -193,6 +194,19 @@ async fn the_compose_services_run_and_every_dashboard_panel_fills() {
         )
         .await;
     }
+    // And, once the stream has moved on, an event from long before it, for
+    // the panel's skipped series (too late: dropped and counted).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while driftwatch.counter("records_applied_total").await < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "the simulator's telemetry is not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut late = simulated(40, 6, 1, 1).remove(0);
+    late.timestamp -= 24 * 3600 * 1000;
+    produce_events(&kafka, &producer, &[late], Some(Wire::Json)).await;
 
     // Prometheus with the compose configuration, scraping this driftwatch.
     let prom_port = free_port();
@@ -290,4 +304,11 @@ async fn the_compose_services_run_and_every_dashboard_panel_fills() {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
     assert_eq!(driftwatch.counter("records_dead_lettered_total").await, 3);
+    let skipped = driftwatch.metrics_text().await;
+    assert!(
+        skipped
+            .lines()
+            .any(|l| l.starts_with("driftwatch_records_skipped_total{") && l.contains("too_late")),
+        "the late event is counted as too late:\n{skipped}"
+    );
 }

@@ -102,9 +102,12 @@ impl Restorer {
     /// `committed` (exactly-once mode) holds each input partition's
     /// committed offset: a snapshot claiming input beyond it was written by
     /// a transaction that did not commit, so it is ignored and the model's
-    /// previous snapshot stands. A broker that filters aborted transactions
-    /// never shows such a snapshot; one that does not (tansu) still restores
-    /// only committed state.
+    /// previous snapshot stands. Kafka's read_committed fetch never shows a
+    /// snapshot of an aborted transaction, so there the check never fires;
+    /// it is kept as a cheap guard (one comparison per snapshot) that keeps
+    /// restore right on a broker that lists no aborted transactions
+    /// (tansu), and the counter `changelog_snapshots_uncommitted_total`
+    /// shows when it does.
     pub fn start(
         &self,
         engine: Engine,

@@ -490,8 +490,10 @@ pub async fn produce_status(kafka: &TestKafka, producer: &FutureProducer, status
 /// Every committed record of `topic` from the beginning up to its current
 /// end (read_committed: records of aborted transactions are not seen).
 ///
-/// The end is where a fetch reports end-of-partition, not ListOffsets: the
-/// tansu broker's ListOffsets answers the last batch's base offset + 1.
+/// The end is where a fetch reports end-of-partition (for a read_committed
+/// reader, the last stable offset), as restore finds it; on tansu this is
+/// also the only exact end, its ListOffsets answering the last batch's base
+/// offset + 1.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     read_topic_with(
         ClientConfig::new()
