@@ -130,6 +130,26 @@ impl Instance {
             .sum::<f64>() as u64
     }
 
+    /// Waits until the counter or gauge family `name` is above zero, at
+    /// most `timeout`, and returns its value; panics naming the instance
+    /// and its log otherwise.
+    pub async fn wait_positive(&self, name: &str, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.counter(name).await;
+            if value > 0 {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {name} still 0 after {timeout:?}; log: {}",
+                self.name,
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Whether the process is still running (it has not exited).
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
